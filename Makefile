@@ -1,0 +1,31 @@
+# The README's two fresh-machine commands: `make demo` and `make test`.
+# Each builds its own virtual environment from scratch (no system packages).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: demo test lint venv clean
+
+$(BIN)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "witness-failover needs Python >= 3.11")'
+	$(PYTHON) -m venv --clear $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet '.[watcher,signer,devnet,dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: venv
+	$(BIN)/witness-devnet demo
+
+lint: venv
+	$(BIN)/ruff check shared devnet signer watcher tests bench
+	$(BIN)/mypy
+
+test: venv lint
+	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall .
+	$(BIN)/pytest -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

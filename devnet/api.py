@@ -1,0 +1,413 @@
+"""hived's API methods over the devnet chain: argument checks, reads and broadcasts.
+
+Argument shapes follow hived's plugins: condenser_api takes positional arrays
+(``CHECK_ARG_SIZE``), database_api/block_api/network_broadcast_api take named
+objects whose unknown fields are ignored; list queries stop at 1000
+(``DATABASE_API_SINGLE_QUERY_LIMIT``). Unknown accounts and witnesses are left
+out or answered with null, as hived does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from devnet import codec, evaluator, hived_config, render
+from shared.errors import FailoverError
+
+if TYPE_CHECKING:
+    from devnet.access import ChainAccess
+    from devnet.chain import Chain
+    from devnet.state import Block, Witness
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+# hived answers an unknown method with -32002 (JSON_RPC_PARSE_PARAMS_ERROR); the
+# devnet uses the JSON-RPC 2.0 code and keeps hived's message, which is what
+# clients such as beem match on ("Could not find method").
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+SERVER_ERROR = -32000
+ERROR_DURING_CALL = -32003  # an fc assert raised inside an API method
+
+QUERY_LIMIT = 1000
+UINT32_MAX = 2**32 - 1
+
+Handler = Callable[[object], object]
+
+
+class InvalidParamsError(FailoverError):
+    """A method's params are unusable (JSON-RPC -32602); extra methods may raise it too."""
+
+
+class RpcError(FailoverError):
+    """A JSON-RPC error object to send back as is."""
+
+    def __init__(self, code: int, message: str, data: object = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``error`` member of a response."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+def fc_error(code: int, what: str, detail: str, *, fc_code: int = 10,
+             name: str = "assert_exception", method: str = "") -> RpcError:
+    """An error shaped like hived's answer to an fc exception (``e.to_string()`` + variant)."""
+    return RpcError(code, f"{what}:{detail}", {
+        "code": fc_code, "name": name, "message": what,
+        "stack": [{"context": {"level": "error", "file": "devnet", "line": 0,
+                               "method": method, "hostname": ""},
+                   "format": detail, "data": {}}],
+    })
+
+
+@dataclass(frozen=True)
+class Method:
+    """One API method; ``locked`` ones run entirely under the chain lock."""
+
+    fn: Handler
+    locked: bool = True
+
+
+# ---- argument checks -------------------------------------------------------------
+
+
+def positional(params: object, low: int, high: int | None = None) -> list[Any]:
+    """condenser_api arguments: an array of ``low``..``high`` items (absent = empty)."""
+    high = low if high is None else high
+    if params is None or params == {}:
+        params = []
+    if not isinstance(params, list):
+        raise InvalidParamsError("condenser_api expects an array of arguments")
+    if not low <= len(params) <= high:
+        expected = f"{low}" if low == high else f"{low}-{high}"
+        raise InvalidParamsError(f"Expected {expected} argument(s), was {len(params)}")
+    return params
+
+
+def named(params: object) -> Mapping[str, Any]:
+    """Appbase arguments: an object (absent or ``[]`` = no arguments)."""
+    if params is None or params == []:
+        return {}
+    if not isinstance(params, dict):
+        raise InvalidParamsError("expected an object of named arguments")
+    return params
+
+
+def field(args: Mapping[str, Any], key: str) -> Any:
+    """A required named argument."""
+    if key not in args:
+        raise InvalidParamsError(f"missing field {key!r}")
+    return args[key]
+
+
+def integer(value: object, what: str, high: int = UINT32_MAX) -> int:
+    """An integer argument in ``0..high``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= high:
+        raise InvalidParamsError(f"{what} must be an integer in [0, {high}]")
+    return value
+
+
+def text(value: object, what: str) -> str:
+    """A string argument."""
+    if not isinstance(value, str):
+        raise InvalidParamsError(f"{what} must be a string")
+    return value
+
+
+def texts(value: object, what: str) -> list[str]:
+    """An array of at most 1000 strings."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidParamsError(f"{what} must be an array of strings")
+    if len(value) > QUERY_LIMIT:
+        raise InvalidParamsError(f"{what}: at most {QUERY_LIMIT} items")
+    return value
+
+
+def transaction_arg(value: object) -> dict[str, Any]:
+    """A transaction argument: an object (its content is the codec's to judge)."""
+    if not isinstance(value, dict):
+        raise InvalidParamsError("the transaction must be an object")
+    return value
+
+
+# ---- the methods -------------------------------------------------------------------
+
+
+class ChainApi:
+    """The condenser, database, block and broadcast APIs of one devnet node."""
+
+    def __init__(self, access: ChainAccess, *, sync_timeout_s: float) -> None:
+        self._access = access
+        self._sync_timeout_s = sync_timeout_s
+        self.methods: dict[str, Method] = {}
+        legacy_reads: dict[str, Callable[[Chain, list[Any]], object]] = {
+            "get_config": lambda c, a: hived_config.get_config(c.profile, legacy=True),
+            "get_version": lambda c, a: render.version(c.profile),
+            "get_dynamic_global_properties":
+                lambda c, a: render.dynamic_global_properties(c, legacy=True),
+            "get_chain_properties": lambda c, a: render.chain_properties(c, legacy=True),
+            "get_hardfork_version": lambda c, a: render.versions(c.profile).hardfork,
+            "get_witness_schedule": lambda c, a: render.witness_schedule(c, legacy=True),
+            "get_active_witnesses": lambda c, a: [n for n in c.schedule if n],
+            "get_feed_history": lambda c, a: render.feed_history(c, legacy=True),
+            "get_current_median_history_price": lambda c, a: render.price(
+                *render.median_price(c), c.profile, legacy=True),
+            "get_witness_count": lambda c, a: len(c.state.witnesses),
+            "get_account_count": lambda c, a: len(c.state.accounts),
+        }
+        for name, read in legacy_reads.items():
+            self.methods[f"condenser_api.{name}"] = Method(self._no_args(read))
+        appbase_reads: dict[str, Callable[[Chain], object]] = {
+            "get_config": lambda c: hived_config.get_config(c.profile, legacy=False),
+            "get_version": lambda c: render.version(c.profile),
+            "get_dynamic_global_properties":
+                lambda c: render.dynamic_global_properties(c, legacy=False),
+            "get_witness_schedule": lambda c: render.witness_schedule(c, legacy=False),
+            "get_hardfork_properties": render.hardfork_properties,
+            "get_active_witnesses": lambda c: {"witnesses": [n for n in c.schedule if n]},
+            "get_feed_history": lambda c: render.feed_history(c, legacy=False),
+            "get_current_price_feed": lambda c: render.price(
+                *render.median_price(c), c.profile, legacy=False),
+        }
+        for name, app_read in appbase_reads.items():
+            self.methods[f"database_api.{name}"] = Method(self._object_args(app_read))
+        handlers: dict[str, Handler] = {
+            "condenser_api.get_witness_by_account": self._witness_by_account,
+            "condenser_api.get_witnesses": self._witnesses_by_id,
+            "condenser_api.get_accounts": self._get_accounts,
+            "condenser_api.lookup_account_names": self._lookup_account_names,
+            "condenser_api.lookup_accounts": self._lookup_accounts,
+            "condenser_api.get_block": self._condenser_block,
+            "condenser_api.get_block_header": self._condenser_header,
+            "condenser_api.get_transaction": self._get_transaction,
+            "condenser_api.get_transaction_hex":
+                lambda p: self._hex(positional(p, 1)[0], legacy=True),
+            "condenser_api.get_required_signatures": self._condenser_required_signatures,
+            "condenser_api.verify_authority":
+                lambda p: self._verify(positional(p, 1)[0], legacy=True),
+            "condenser_api.broadcast_transaction":
+                lambda p: self._broadcast(positional(p, 1)[0]),
+            "database_api.find_witnesses": self._find_witnesses,
+            "database_api.list_witnesses": self._list_witnesses,
+            "database_api.find_accounts": self._find_accounts,
+            "database_api.get_transaction_hex":
+                lambda p: {"hex": self._hex(field(named(p), "trx"))},
+            "database_api.verify_authority":
+                lambda p: {"valid": self._verify(field(named(p), "trx"))},
+            "database_api.get_required_signatures": self._database_required_signatures,
+            "block_api.get_block": self._block_api_block,
+            "block_api.get_block_header": self._block_api_header,
+            "block_api.get_block_range": self._block_range,
+            "network_broadcast_api.broadcast_transaction":
+                lambda p: self._broadcast(field(named(p), "trx")),
+        }
+        for name, handler in handlers.items():
+            self.methods[name] = Method(handler)
+        self.methods["condenser_api.broadcast_transaction_synchronous"] = Method(
+            self._broadcast_synchronous, locked=False)
+
+    def call(self, method: Method, params: object) -> object:
+        """Run ``method``; under the chain lock unless it manages the lock itself."""
+        if not method.locked:
+            return method.fn(params)
+        with self._access.lock:
+            return method.fn(params)
+
+    @property
+    def _chain(self) -> Chain:
+        return self._access.chain
+
+    def _no_args(self, read: Callable[[Chain, list[Any]], object]) -> Handler:
+        return lambda params: read(self._chain, positional(params, 0))
+
+    def _object_args(self, read: Callable[[Chain], object]) -> Handler:
+        def handler(params: object) -> object:
+            named(params)  # hived ignores the fields of a void argument object
+            return read(self._chain)
+        return handler
+
+    # ---- witnesses and accounts ----------------------------------------------------
+
+    def _witness_json(self, w: Witness, *, legacy: bool) -> dict[str, Any]:
+        return render.witness(w, self._chain.profile, legacy=legacy)
+
+    def _witness_by_account(self, params: object) -> object:
+        name = text(positional(params, 1)[0], "account")
+        w = self._chain.state.witnesses.get(name)
+        return self._witness_json(w, legacy=True) if w is not None else None
+
+    def _witnesses_by_id(self, params: object) -> object:
+        ids = positional(params, 1)[0]
+        if not isinstance(ids, list) or len(ids) > QUERY_LIMIT:
+            raise InvalidParamsError("witness ids must be an array of integers")
+        by_id = {w.id: w for w in self._chain.state.witnesses.values()}
+        found = [by_id.get(integer(i, "witness id", 2**63 - 1)) for i in ids]
+        return [self._witness_json(w, legacy=True) if w else None for w in found]
+
+    def _find_witnesses(self, params: object) -> object:
+        owners = texts(field(named(params), "owners"), "owners")
+        witnesses = self._chain.state.witnesses
+        return {"witnesses": [self._witness_json(witnesses[o], legacy=False)
+                              for o in owners if o in witnesses]}
+
+    def _list_witnesses(self, params: object) -> object:
+        args = named(params)
+        limit = integer(field(args, "limit"), "limit", QUERY_LIMIT)
+        order, start = field(args, "order"), field(args, "start")
+        everyone = list(self._chain.state.witnesses.values())
+        if order == "by_name":
+            lower = text(start, "start")
+            chosen = sorted((w for w in everyone if w.owner >= lower), key=lambda w: w.owner)
+        elif order == "by_vote_name":
+            if not (isinstance(start, list) and len(start) == 2):
+                raise InvalidParamsError("start must be [votes, name] for by_vote_name")
+            bound = (-integer(start[0], "votes", 2**63 - 1), text(start[1], "name"))
+            chosen = sorted((w for w in everyone if (-w.votes, w.owner) >= bound),
+                            key=lambda w: (-w.votes, w.owner))
+        else:
+            raise InvalidParamsError(f"unsupported order {order!r}; use by_name or by_vote_name")
+        return {"witnesses": [self._witness_json(w, legacy=False) for w in chosen[:limit]]}
+
+    def _account_json(self, name: str, *, legacy: bool) -> dict[str, Any] | None:
+        chain = self._chain
+        a = chain.state.accounts.get(name)
+        return render.account(a, chain.profile, chain.head_time, legacy=legacy) if a else None
+
+    def _get_accounts(self, params: object) -> object:
+        names = texts(positional(params, 1, 2)[0], "account names")
+        return [j for j in (self._account_json(n, legacy=True) for n in names) if j]
+
+    def _lookup_account_names(self, params: object) -> object:
+        names = texts(positional(params, 1, 2)[0], "account names")
+        return [self._account_json(n, legacy=True) for n in names]
+
+    def _find_accounts(self, params: object) -> object:
+        names = texts(field(named(params), "accounts"), "accounts")
+        return {"accounts": [j for j in (self._account_json(n, legacy=False) for n in names)
+                             if j]}
+
+    def _lookup_accounts(self, params: object) -> object:
+        lower, limit = positional(params, 2)
+        return render.sorted_names(self._chain.state.accounts, text(lower, "lower bound"),
+                                   integer(limit, "limit", QUERY_LIMIT))
+
+    # ---- blocks ----------------------------------------------------------------------
+
+    def _block(self, number: object) -> Block | None:
+        return self._chain.block(integer(number, "block_num"))
+
+    def _condenser_block(self, params: object) -> object:
+        b = self._block(positional(params, 1)[0])
+        return render.block(b, self._chain.profile, legacy=True) if b else None
+
+    def _condenser_header(self, params: object) -> object:
+        b = self._block(positional(params, 1)[0])
+        return render.block_header(b) if b else None
+
+    def _block_api_block(self, params: object) -> object:
+        b = self._block(field(named(params), "block_num"))
+        return {"block": render.block(b, self._chain.profile, legacy=False)} if b else {}
+
+    def _block_api_header(self, params: object) -> object:
+        b = self._block(field(named(params), "block_num"))
+        return {"header": render.block_header(b)} if b else {}
+
+    def _block_range(self, params: object) -> object:
+        args = named(params)
+        start = integer(field(args, "starting_block_num"), "starting_block_num")
+        count = integer(field(args, "count"), "count", QUERY_LIMIT)
+        blocks = (self._chain.block(n) for n in range(start, start + count))
+        return {"blocks": [render.block(b, self._chain.profile, legacy=False)
+                           for b in blocks if b is not None]}
+
+    # ---- transactions ----------------------------------------------------------------
+
+    def _get_transaction(self, params: object) -> object:
+        txid = text(positional(params, 1)[0], "transaction id")
+        found = self._chain.find_transaction(txid)
+        if found is None:
+            raise fc_error(ERROR_DURING_CALL, "Assert Exception",
+                           f"false: Unknown Transaction {txid}", method="get_transaction")
+        return render.transaction(found, self._chain.profile, legacy=True, located=True)
+
+    def _decode(self, tx_json: object, legacy: bool | None) -> codec.DecodedTransaction:
+        """condenser_api reads legacy JSON only; database_api takes either shape."""
+        return codec.decode_transaction(transaction_arg(tx_json), self._chain.profile,
+                                        legacy=legacy)
+
+    def _hex(self, tx_json: object, *, legacy: bool | None = None) -> str:
+        return codec.transaction_hex(self._decode(tx_json, legacy))
+
+    def _verify(self, tx_json: object, *, legacy: bool | None = None) -> bool:
+        chain = self._chain
+        evaluator.check_authority(chain.state, self._decode(tx_json, legacy), chain.profile)
+        return True
+
+    def _required_signatures(self, tx_json: object, available: object,
+                             legacy: bool | None) -> list[str]:
+        keys = set(texts(available, "available_keys"))
+        state = self._chain.state
+        needed: set[str] = set()
+        for op in self._decode(tx_json, legacy).operations:
+            required = codec.required_authorities(op)
+            for name in required.active:
+                account = state.accounts.get(name)
+                if account is not None:
+                    needed.update(k for k, _ in account.active.key_auths if k in keys)
+            needed.update(k for k in required.keys if k in keys)
+        return sorted(needed)
+
+    def _condenser_required_signatures(self, params: object) -> object:
+        tx_json, available = positional(params, 2)
+        return self._required_signatures(tx_json, available, True)
+
+    def _database_required_signatures(self, params: object) -> object:
+        args = named(params)
+        return {"keys": self._required_signatures(field(args, "trx"),
+                                                  field(args, "available_keys"), None)}
+
+    def _push(self, tx_json: object) -> codec.DecodedTransaction:
+        return self._chain.push_transaction(transaction_arg(tx_json))
+
+    def _broadcast(self, tx_json: object) -> dict[str, Any]:
+        self._push(tx_json)
+        return {}
+
+    def _broadcast_synchronous(self, params: object) -> object:
+        """Push, then wait unlocked until a block includes the tx or it expires."""
+        tx_json = positional(params, 1)[0]
+        with self._access.lock:
+            decoded = self._push(tx_json)
+            seen = self._chain.head_num
+        deadline = time.monotonic() + self._sync_timeout_s
+        while (remaining := deadline - time.monotonic()) > 0:
+            if not self._access.wait_for_block(seen, remaining):
+                break
+            with self._access.lock:
+                chain = self._chain
+                for number in range(seen + 1, chain.head_num + 1):
+                    b = chain.block(number)
+                    for tx in b.transactions if b else ():
+                        if tx.txid == decoded.txid:
+                            return {"id": tx.txid, "block_num": number,
+                                    "trx_num": tx.trx_num, "expired": False}
+                seen = chain.head_num
+                if chain.head_time >= decoded.expiration:
+                    # hived's condenser_api answers an expired wait this way.
+                    return {"id": decoded.txid, "block_num": seen, "trx_num": -1,
+                            "expired": True}
+        raise RpcError(ERROR_DURING_CALL,
+                       f"transaction {decoded.txid} was not included within "
+                       f"{self._sync_timeout_s:g} s; it stays pending until it expires")
+

@@ -1,0 +1,162 @@
+"""``witness-devnet``: init, serve, node stop/start, status, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from devnet import files
+from devnet.client import DevnetClient
+from devnet.config import DevnetConfig
+from devnet.genesis import build_chain
+from devnet.server import serve
+from shared.errors import ChainError, FailoverError
+
+log = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="witness-devnet",
+        description="A local Hive/Steem-compatible chain with killable producer nodes, "
+        "for failover drills and tests. Its keys are throwaway devnet keys.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    init = sub.add_parser("init", help="write a complete devnet drill directory")
+    init.add_argument("dir", type=Path, help="directory to create (must not hold a devnet)")
+    init.add_argument("--port-base", type=int, required=True,
+                      help="devnet RPC on P, signer on P+1, watcher metrics on P+2")
+    init.add_argument("--slot-seconds", type=float, required=True,
+                      help="real seconds per 3-second chain slot (e.g. 0.25 for tests)")
+    init.add_argument("--chain", choices=["hive", "steem"], default="hive")
+    init.add_argument("--key-mode", choices=["active", "signing"], default="active",
+                      help="how the signer will switch keys (witness_update or "
+                      "witness_set_properties)")
+    init.add_argument("--fast-kdf", action="store_true",
+                      help="weak Argon2id parameters for the keystore (tests only)")
+
+    srv = sub.add_parser("serve", help="run the chain until interrupted")
+    srv.add_argument("--config", type=Path, required=True, help="path to devnet.toml")
+
+    node = sub.add_parser("node", help="stop or start a producer node of the witness")
+    node.add_argument("action", choices=["stop", "start"])
+    node.add_argument("name", help="node name, e.g. primary, backup1, backup2")
+    node.add_argument("--config", type=Path, required=True, help="path to devnet.toml")
+
+    st = sub.add_parser("status", help="show the running devnet's state")
+    st.add_argument("--config", type=Path, required=True, help="path to devnet.toml")
+    st.add_argument("--json", action="store_true", help="print devnet.status as JSON")
+
+    demo = sub.add_parser("demo", help="rehearse a failover on a throwaway devnet")
+    demo.add_argument("--dir", type=Path, default=None,
+                      help="drill directory to use (default: a new temporary one)")
+    demo.add_argument("--port-base", type=int, default=18790)
+    demo.add_argument("--slot-seconds", type=float, default=0.5)
+    demo.add_argument("--chain", choices=["hive", "steem"], default="hive")
+    demo.add_argument("--key-mode", choices=["active", "signing"], default="active")
+    return p
+
+
+def _url(cfg: DevnetConfig) -> str:
+    return f"http://{cfg.host}:{cfg.port}/"
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    written = files.write_drill_dir(args.dir, port_base=args.port_base,
+                                    slot_seconds=args.slot_seconds, chain=args.chain,
+                                    key_mode=args.key_mode, fast_kdf=args.fast_kdf)
+    print(f"wrote devnet drill directory {args.dir}:")
+    for path in written:
+        print(f"  {path.relative_to(args.dir)}")
+    print(f"next: witness-devnet serve --config {args.dir / 'devnet.toml'}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    cfg = DevnetConfig.load(args.config)
+    chain = build_chain(cfg)
+    devnet, httpd = serve(cfg, chain)
+    host, port = httpd.server_address[:2]
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    print(f"devnet {cfg.chain.name} listening on http://{host!s}:{port} "
+          f"(slot {cfg.slot_seconds} s, head {chain.head_num})", flush=True)
+    try:
+        httpd.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        devnet.stop()
+        httpd.server_close()
+    return 0
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    cfg = DevnetConfig.load(args.config)
+    client = DevnetClient(_url(cfg))
+    status = client.call(f"devnet.{args.action}_node", {"name": args.name})
+    node = next(n for n in status["nodes"] if n["name"] == args.name)
+    print(f"node {args.name}: {'up' if node['up'] else 'down'}")
+    return 0
+
+
+def _format_status(status: dict[str, Any]) -> str:
+    w = status["witness"]
+    active = next((n["name"] for n in status["nodes"] if n["public_key"] == w["signing_key"]),
+                  "none of the nodes")
+    lines = [
+        f"chain {status['chain']}  head #{status['head_block_number']} "
+        f"at {status['head_block_time']}{'  HALTED' if status.get('halted') else ''}",
+        f"witness {w['owner']}: key {w['signing_key']} ({active}), total_missed "
+        f"{w['total_missed']}, last block #{w['last_confirmed_block_num']}",
+        "nodes: " + ", ".join(f"{n['name']} {'up' if n['up'] else 'DOWN'}"
+                              for n in status["nodes"]),
+        f"double production: {status['double_production']}",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = DevnetConfig.load(args.config)
+    status = DevnetClient(_url(cfg)).status()
+    print(json.dumps(status, indent=2, sort_keys=True) if args.json else _format_status(status))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from devnet.demo import run_demo  # noqa: PLC0415 - the demo pulls in subprocess plumbing
+
+    return run_demo(args)
+
+
+COMMANDS = {"init": cmd_init, "serve": cmd_serve, "node": cmd_node, "status": cmd_status,
+            "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``witness-devnet``."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[args.command](args)
+    except ChainError as e:
+        print(f"witness-devnet: cannot reach the devnet: {e}", file=sys.stderr)
+        return 3
+    except FailoverError as e:
+        print(f"witness-devnet: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

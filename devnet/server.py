@@ -1,0 +1,332 @@
+"""The devnet's HTTP front: virtual RPC endpoints, fault injection, the producer loop."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from devnet.access import ChainAccess
+from devnet.api import InvalidParamsError
+from devnet.chain import Chain
+from devnet.config import DevnetConfig
+from devnet.rpc import Dispatcher
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1 << 20
+ENDPOINT_RE = re.compile(r"^/(?:rpc/(\d{1,3}))?/?$")
+LIAR_MISSED_OFFSET = 100
+
+
+@dataclass(frozen=True)
+class Faults:
+    """What one virtual endpoint does wrong; all zero/false is a healthy node."""
+
+    latency_s: float = 0.0
+    error_rate: float = 0.0
+    timeout: bool = False
+    freeze_head: bool = False
+    wrong_data: bool = False
+
+
+FAULT_FIELDS = {"latency_s": float, "error_rate": float, "timeout": bool,
+                "freeze_head": bool, "wrong_data": bool}
+
+
+class ControlError(InvalidParamsError):
+    """A devnet.* control call with bad params (becomes a JSON-RPC -32602)."""
+
+
+class Devnet:
+    """The running devnet: chain, endpoints with their faults, producer thread."""
+
+    def __init__(self, cfg: DevnetConfig, chain: Chain) -> None:
+        self.cfg = cfg
+        self.access = ChainAccess(chain)
+        self.endpoints = ["/"] + [f"/rpc/{i}" for i in range(1, cfg.endpoints + 1)]
+        self._faults: dict[str, Faults] = {e: Faults() for e in self.endpoints}
+        self._frozen: dict[str, Dispatcher] = {}
+        self._faults_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._rng = random.Random()  # noqa: S311 - fault timing, not a secret
+        control = {
+            "devnet.status": self.status,
+            "devnet.stop_node": self.stop_node,
+            "devnet.start_node": self.start_node,
+            "devnet.set_faults": self.set_faults,
+            "devnet.halt": self.halt,
+            "devnet.resume": self.resume,
+        }
+        self.dispatcher = Dispatcher(self.access, control,
+                                     sync_timeout_s=cfg.sync_broadcast_timeout_s)
+        self._control = control
+        self._producer = threading.Thread(target=self._produce_loop, name="producer", daemon=True)
+
+    # ---- producer ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Start producing blocks every ``slot_seconds``."""
+        self._producer.start()
+
+    def stop(self) -> None:
+        """Stop producing; wakes any held (timed-out) requests."""
+        self._stop.set()
+        if self._producer.is_alive():
+            self._producer.join(timeout=5)
+
+    def _produce_loop(self) -> None:
+        deadline = time.monotonic()
+        while not self._stop.is_set():
+            deadline += self.cfg.slot_seconds
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+            elif delay < -self.cfg.slot_seconds * 4:
+                deadline = time.monotonic()  # fell far behind: do not burst
+            with self.access.lock:
+                block = self.access.chain.tick()
+                self.access.notify_block(block)
+
+    # ---- control methods (JSON-RPC devnet.*) ----------------------------
+
+    def status(self, params: object = None) -> dict[str, Any]:
+        """The devnet.status document (DESIGN.md fields and more)."""
+        with self.access.lock:
+            chain = self.access.chain
+            w = chain.state.witnesses.get(chain.watched)
+            slots = [r for r in chain.slot_log if r.witness == chain.watched]
+            return {
+                "chain": self.cfg.chain.name,
+                "chain_id": self.cfg.chain.chain_id,
+                "head_block_number": chain.head_num,
+                "head_block_id": chain.head_id,
+                "head_block_time": chain.head_time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "current_aslot": chain.current_aslot,
+                "slot_seconds": self.cfg.slot_seconds,
+                "halted": chain.halted,
+                "witness": {
+                    "owner": chain.watched,
+                    "signing_key": w.signing_key if w else "",
+                    "total_missed": w.total_missed if w else 0,
+                    "last_confirmed_block_num": w.last_confirmed_block_num if w else 0,
+                    "last_aslot": w.last_aslot if w else 0,
+                    "url": w.url if w else "",
+                },
+                "nodes": [{"name": n.name, "public_key": n.public_key, "up": n.up}
+                          for n in chain.nodes.values()],
+                "double_production": chain.double_production,
+                "watched_slots": {
+                    "scheduled": chain.watched_scheduled,
+                    "produced": chain.watched_produced,
+                    "recent_missed_aslots": [r.aslot for r in slots if not r.produced][-50:],
+                },
+                "pending_transactions": chain.pending_count,
+                "endpoints": {e: asdict(f) for e, f in self._faults_snapshot().items()},
+            }
+
+    def _node_params(self, params: object) -> str:
+        if not isinstance(params, Mapping) or not isinstance(params.get("name"), str):
+            raise ControlError('params must be {"name": "<node>"}')
+        name = params["name"]
+        if name not in self.access.chain.nodes:
+            raise ControlError(f"unknown node {name!r}")
+        return str(name)
+
+    def stop_node(self, params: object) -> dict[str, Any]:
+        """Take a producer node down (it stops signing blocks at once)."""
+        name = self._node_params(params)
+        with self.access.lock:
+            self.access.chain.nodes[name].up = False
+        log.info("node %s stopped", name)
+        return self.status()
+
+    def start_node(self, params: object) -> dict[str, Any]:
+        """Bring a producer node back up."""
+        name = self._node_params(params)
+        with self.access.lock:
+            self.access.chain.nodes[name].up = True
+        log.info("node %s started", name)
+        return self.status()
+
+    def halt(self, params: object = None) -> dict[str, Any]:
+        """Stop the whole chain: no slots pass, so nothing is counted."""
+        with self.access.lock:
+            self.access.chain.halted = True
+        return self.status()
+
+    def resume(self, params: object = None) -> dict[str, Any]:
+        """Resume a halted chain from the next slot."""
+        with self.access.lock:
+            self.access.chain.halted = False
+        return self.status()
+
+    def set_faults(self, params: object) -> dict[str, Any]:
+        """Change one endpoint's faults; omitted fields stay as they are."""
+        if not isinstance(params, Mapping):
+            raise ControlError("params must be an object")
+        endpoint = params.get("endpoint")
+        if endpoint not in self._faults:
+            raise ControlError(f"unknown endpoint {endpoint!r}; have {self.endpoints}")
+        changes: dict[str, Any] = {}
+        for key, value in params.items():
+            if key == "endpoint":
+                continue
+            kind = FAULT_FIELDS.get(key)
+            if kind is None:
+                raise ControlError(f"unknown fault field {key!r}")
+            if kind is bool and not isinstance(value, bool):
+                raise ControlError(f"{key} must be true or false")
+            if kind is float:
+                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                    raise ControlError(f"{key} must be a number >= 0")
+                if key == "error_rate" and value > 1:
+                    raise ControlError("error_rate must be in [0, 1]")
+                changes[key] = float(value)
+            else:
+                changes[key] = value
+        with self._faults_lock:
+            new = replace(self._faults[endpoint], **changes)
+            self._faults[endpoint] = new
+            if new.freeze_head and endpoint not in self._frozen:
+                self._frozen[endpoint] = self._snapshot_dispatcher()
+            elif not new.freeze_head:
+                self._frozen.pop(endpoint, None)
+        log.info("faults on %s: %s", endpoint, new)
+        return self.status()
+
+    def _snapshot_dispatcher(self) -> Dispatcher:
+        """A dispatcher over a frozen copy of the chain: a node stuck at this head."""
+        with self.access.lock:
+            frozen = copy.deepcopy(self.access.chain)
+        return Dispatcher(ChainAccess(frozen), self._control, sync_timeout_s=0.5)
+
+    def _faults_snapshot(self) -> dict[str, Faults]:
+        with self._faults_lock:
+            return dict(self._faults)
+
+    # ---- request handling -----------------------------------------------
+
+    def handle(self, endpoint: str, body: bytes) -> tuple[int, bytes | None]:
+        """Answer one HTTP POST on ``endpoint``: (status, body or None to hang)."""
+        with self._faults_lock:
+            faults = self._faults[endpoint]
+            dispatcher = self._frozen.get(endpoint, self.dispatcher)
+        if faults.latency_s:
+            self._stop.wait(faults.latency_s)
+        if faults.timeout:
+            return 0, None
+        if faults.error_rate and self._rng.random() < faults.error_rate:
+            return 503, json.dumps({"jsonrpc": "2.0", "id": None, "error": {
+                "code": -32003, "message": "Unable to acquire database lock"}}).encode()
+        answer = dispatcher.handle(body)
+        if faults.wrong_data and answer is not None:
+            answer = _lie(answer)
+        return 200, answer
+
+    def hang(self, limit_s: float) -> None:
+        """Hold a timed-out request open until the client gives up or we stop."""
+        self._stop.wait(limit_s)
+
+
+def _lie(answer: bytes) -> bytes:
+    """Make a lying node: witnesses appear to have missed many more blocks."""
+    try:
+        doc = json.loads(answer)
+    except ValueError:
+        return answer
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {k: walk(v) for k, v in node.items()}
+            if isinstance(out.get("total_missed"), int):
+                out["total_missed"] += LIAR_MISSED_OFFSET
+            return out
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return json.dumps(walk(doc)).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: DevnetHTTPServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _endpoint(self) -> str | None:
+        path = self.path.split("?", 1)[0]
+        m = ENDPOINT_RE.match(path)
+        if not m:
+            return None
+        endpoint = "/" if m.group(1) is None else f"/rpc/{int(m.group(1))}"
+        return endpoint if endpoint in self.server.devnet.endpoints else None
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        if self._endpoint() is None:
+            self._send(404, b'{"error": "not found"}')
+            return
+        self._send(200, b'{"devnet": "ok"}')
+
+    def do_POST(self) -> None:
+        endpoint = self._endpoint()
+        try:
+            length = int(self.headers.get("Content-Length", ""))
+        except ValueError:
+            self._send(411, b'{"error": "Content-Length required"}')
+            return
+        if length < 0 or length > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._send(413, b'{"error": "body too large"}')
+            return
+        body = self.rfile.read(length)
+        if endpoint is None:
+            self._send(404, b'{"error": "no such endpoint"}')
+            return
+        status, answer = self.server.devnet.handle(endpoint, body)
+        if answer is None and status == 0:
+            self.close_connection = True
+            self.server.devnet.hang(60.0)
+            return
+        if answer is None:
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self._send(status, answer)
+
+
+class DevnetHTTPServer(ThreadingHTTPServer):
+    """One port, many virtual endpoints, a thread per connection."""
+
+    daemon_threads = True
+    request_queue_size = 1024
+
+    def __init__(self, devnet: Devnet, host: str, port: int) -> None:
+        self.devnet = devnet
+        super().__init__((host, port), _Handler)
+
+
+def serve(cfg: DevnetConfig, chain: Chain) -> tuple[Devnet, DevnetHTTPServer]:
+    """Bind the listener and start producing; the caller runs ``serve_forever``."""
+    devnet = Devnet(cfg, chain)
+    httpd = DevnetHTTPServer(devnet, cfg.host, cfg.port)
+    devnet.start()
+    return devnet, httpd

@@ -1,0 +1,1 @@
+"""Code both services use: chain profiles, errors, request signing, the RPC reader."""

@@ -1,0 +1,584 @@
+"""The encrypted chain-key store: the only signer module that decrypts chain private keys.
+
+On disk (JSON, mode 0600)::
+
+    {"format": "witness-failover-keystore", "version": 1,
+     "kdf": {"name": "argon2id", "opslimit": 3, "memlimit": 268435456, "salt": "<b64>"},
+     "cipher": {"name": "xsalsa20poly1305", "box": "<b64 of nonce || ciphertext>"}}
+
+The box (``nacl.secret.SecretBox``, key = Argon2id(passphrase, salt)) holds
+``{"keys": {"STM...": {"role": "active" | "signing", "wif": "5..."}}}``. Nothing
+but the KDF parameters and the ciphertext is stored in the clear.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import getpass
+import json
+import logging
+import os
+import re
+import stat
+import sys
+import tempfile
+import threading
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal, NoReturn, Protocol, TypeGuard, cast, get_args
+
+import nacl.exceptions
+import nacl.pwhash.argon2id
+import nacl.secret
+import nacl.utils
+from beemgraphenebase.account import PrivateKey, PublicKey
+from beemgraphenebase.base58 import base58CheckDecode, base58CheckEncode
+
+from shared.chains import ADDRESS_PREFIX
+from shared.errors import ChainDataError, KeystoreError
+
+log = logging.getLogger(__name__)
+
+Role = Literal["active", "signing"]
+ROLES: Final[tuple[str, ...]] = get_args(Role)
+
+FORMAT: Final = "witness-failover-keystore"
+VERSION: Final = 1
+OPSLIMIT_MODERATE: Final[int] = nacl.pwhash.argon2id.OPSLIMIT_MODERATE
+MEMLIMIT_MODERATE: Final[int] = nacl.pwhash.argon2id.MEMLIMIT_MODERATE
+OPSLIMIT_INTERACTIVE: Final[int] = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
+MEMLIMIT_INTERACTIVE: Final[int] = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
+OPSLIMIT_MIN: Final[int] = nacl.pwhash.argon2id.OPSLIMIT_MIN
+MEMLIMIT_MIN: Final[int] = nacl.pwhash.argon2id.MEMLIMIT_MIN
+# SECURITY: the KDF cost is read from the (unauthenticated) file; cap it so a
+# planted keystore cannot make the signer allocate unbounded memory.
+_MEMLIMIT_CEILING: Final = 4 << 30
+_OPSLIMIT_CEILING: Final = 64
+_MAX_FILE_BYTES: Final = 1 << 20
+_SECP256K1_ORDER: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+_CHAIN_ID = re.compile(r"[0-9a-f]{64}")
+_CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_.@-]+")
+
+
+class Secret:
+    """A string that must never be printed: redacted repr, no pickling, explicit reveal()."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise TypeError("Secret wraps a str")
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret itself; call only where it is consumed."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<Secret redacted>"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a Secret cannot be pickled")
+
+
+class SignableTransaction(Protocol):
+    """The part of beem's ``Signed_Transaction`` the keystore uses."""
+
+    def deriveDigest(self, chain: dict[str, str]) -> None:  # noqa: N802 - beem's method name
+        """Serialise the transaction and compute its digest for ``chain``."""
+
+    def sign(self, wifkeys: list[str], chain: dict[str, str]) -> object:
+        """Replace the signatures by ones made with ``wifkeys`` for ``chain``."""
+
+    def verify(self, pubkeys: list[Any], chain: dict[str, str]) -> list[str]:
+        """Raise unless every key in ``pubkeys`` signed the transaction for ``chain``."""
+
+
+class SigningKey:
+    """Opaque handle on one chain key: it can sign a transaction and nothing else."""
+
+    __slots__ = ("_lock", "_raw", "public_key", "role")
+
+    def __init__(self, public_key: str, role: Role, raw: bytearray, lock: threading.RLock) -> None:
+        self.public_key = public_key
+        self.role: Role = role
+        self._raw = raw
+        self._lock = lock
+
+    def sign_transaction(self, tx: SignableTransaction, chain_id: str) -> None:
+        """Sign ``tx`` in place for the explicit ``chain_id`` (64 lowercase hex digits).
+
+        The WIF exists as a string only for the duration of this call. Existing
+        signatures are replaced (beem's behaviour).
+
+        Raises:
+            KeystoreError: bad chain id, closed keystore, unserialisable tx, or signing failed.
+        """
+        if not isinstance(chain_id, str) or not _CHAIN_ID.fullmatch(chain_id):
+            raise KeystoreError("chain id must be 64 lowercase hex digits")
+        # SECURITY: always an explicit chain dict; beem's named chains ("HIVE",
+        # "STEEM") and its defaults carry the all-zero id (T6, wrong chain).
+        chain = {"chain_id": chain_id, "prefix": ADDRESS_PREFIX}
+        try:
+            tx.deriveDigest(chain)
+        except Exception as e:  # beem raises bare Exception/AssertionError
+            raise KeystoreError(f"transaction cannot be serialised: {type(e).__name__}") from e
+        failure: str | None = None
+        with self._lock:
+            if not any(self._raw):  # zeroed by Keystore.close(); a real key is never 0
+                raise KeystoreError("keystore is closed")
+            try:
+                tx.sign([_wif_from_raw(self._raw)], chain=chain)
+            except Exception as e:  # noqa: BLE001 - beem raises bare Exception/AssertionError
+                failure = type(e).__name__
+            finally:
+                # SECURITY: beem keeps the WIFs it signed with on the transaction
+                # (Signed_Transaction.sign sets self.privkeys); scrub them.
+                with contextlib.suppress(TypeError):  # no __dict__: nothing stored
+                    vars(tx).pop("privkeys", None)
+        if failure is not None:
+            # SECURITY: not chained: the cause's frames hold the WIF in their locals.
+            raise KeystoreError(f"signing failed: {failure}")
+        try:
+            tx.verify([PublicKey(self.public_key, prefix=ADDRESS_PREFIX)], chain=chain)
+        except Exception as e:  # beem raises bare Exception
+            raise KeystoreError("signature does not verify against the key's public key") from e
+
+    def __repr__(self) -> str:
+        return f"<SigningKey {self.public_key} role={self.role}>"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a SigningKey cannot be pickled")
+
+
+class Keystore:
+    """Decrypted chain keys in memory; build with :meth:`open` or :func:`create_keystore`."""
+
+    def __init__(self, path: Path, opslimit: int, memlimit: int) -> None:
+        self._path = path
+        self._opslimit = opslimit
+        self._memlimit = memlimit
+        self._lock = threading.RLock()
+        self._keys: dict[str, SigningKey] = {}
+
+    @classmethod
+    def open(cls, path: str | Path, passphrase: Secret) -> Keystore:
+        """Read, check and decrypt the keystore at ``path``.
+
+        Raises:
+            KeystoreError: missing or unsafe file, bad format, or wrong passphrase.
+        """
+        path = Path(path)
+        raw_file = _read_private_file(path, "keystore", _MAX_FILE_BYTES)
+        if raw_file is None:
+            raise KeystoreError(f"{path}: no keystore here; create or import one first")
+        salt, box, opslimit, memlimit = _parse_envelope(path, raw_file)
+        key = _derive_key(passphrase, salt, opslimit, memlimit)
+        try:
+            plaintext = nacl.secret.SecretBox(key).decrypt(box)
+        except nacl.exceptions.CryptoError as e:
+            raise KeystoreError(f"{path}: wrong passphrase or corrupted keystore") from e
+        store = cls(path, opslimit, memlimit)
+        entries = _parse_payload(plaintext)
+        if entries is None:
+            # SECURITY: not chained: a JSON error would carry the plaintext (.doc).
+            raise KeystoreError(f"{path}: keystore payload is malformed")
+        with contextlib.ExitStack() as on_error:
+            on_error.callback(store.close)  # zero what was loaded if any entry is bad
+            for pubkey, (role, wif) in entries.items():
+                if store._add(wif, role) != pubkey:
+                    raise KeystoreError(f"{path}: entry {pubkey} does not hold that key")
+            on_error.pop_all()
+        return store
+
+    @property
+    def path(self) -> Path:
+        """Where the keystore lives on disk."""
+        return self._path
+
+    def public_keys(self, role: Role | None = None) -> list[str]:
+        """Return the public keys held, optionally only those with ``role``."""
+        with self._lock:
+            return [k for k, v in self._keys.items() if role is None or v.role == role]
+
+    def add(self, wif: Secret | str, role: Role) -> str:
+        """Add a WIF private key under ``role`` in memory and return its public key.
+
+        Raises:
+            KeystoreError: invalid WIF (never echoed), unknown role, or a role conflict.
+        """
+        if role not in ROLES:
+            raise KeystoreError(f"unknown role {role!r}; expected one of {list(ROLES)}")
+        text = wif.reveal() if isinstance(wif, Secret) else wif
+        return self._add(text.strip() if isinstance(text, str) else "", role)
+
+    def _add(self, wif: str, role: Role) -> str:
+        raw = _raw_from_wif(wif)
+        if raw is None:
+            raise KeystoreError("not a valid WIF private key")
+        pubkey = str(PrivateKey(raw.hex(), prefix=ADDRESS_PREFIX).pubkey)
+        with self._lock:
+            existing = self._keys.get(pubkey)
+            if existing is not None and existing.role != role:
+                raise KeystoreError(f"{pubkey} is already held with role {existing.role}")
+            if existing is None:
+                self._keys[pubkey] = SigningKey(pubkey, role, raw, self._lock)
+        return pubkey
+
+    def save(self, passphrase: Secret) -> None:
+        """Encrypt the keys under ``passphrase`` (fresh salt and nonce) and replace the file.
+
+        Saving with a different passphrase changes it.
+
+        Raises:
+            KeystoreError: the file cannot be written or the keystore is closed.
+        """
+        with self._lock:
+            payload = {
+                k: {"role": v.role, "wif": _wif_from_raw(self._live(v))}
+                for k, v in self._keys.items()
+            }
+            plaintext = json.dumps({"keys": payload}, sort_keys=True).encode()
+        _write_keystore(self._path, passphrase, plaintext, self._opslimit, self._memlimit)
+
+    def private_key_for(self, pubkey: str) -> SigningKey:
+        """Return the signing handle for ``pubkey``.
+
+        Raises:
+            KeystoreError: the key is not held.
+        """
+        with self._lock:
+            try:
+                return self._keys[pubkey]
+            except KeyError:
+                raise KeystoreError(f"no private key for {pubkey} in {self._path}") from None
+
+    def sign_transaction(self, tx: SignableTransaction, pubkey: str, chain_id: str) -> None:
+        """Sign ``tx`` in place with the key of ``pubkey`` for the explicit ``chain_id``.
+
+        Raises:
+            KeystoreError: key not held, bad chain id, or signing failed.
+        """
+        self.private_key_for(pubkey).sign_transaction(tx, chain_id)
+
+    def close(self) -> None:
+        """Overwrite the key bytes held (best effort: CPython may keep transient copies)."""
+        with self._lock:
+            for entry in self._keys.values():
+                entry._raw[:] = bytes(len(entry._raw))
+
+    def __enter__(self) -> Keystore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Keystore {self._path} keys={len(self._keys)}>"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError("a Keystore cannot be pickled")
+
+    def _live(self, entry: SigningKey) -> bytearray:
+        if not any(entry._raw):
+            raise KeystoreError("keystore is closed")
+        return entry._raw
+
+
+def create_keystore(
+    path: str | Path,
+    passphrase: Secret,
+    *,
+    opslimit: int = OPSLIMIT_MODERATE,
+    memlimit: int = MEMLIMIT_MODERATE,
+) -> Keystore:
+    """Write a new, empty keystore at ``path`` and return it open.
+
+    Raises:
+        KeystoreError: the file exists, the cost is out of range, or it cannot be written.
+    """
+    path = Path(path)
+    _check_cost(path, opslimit, memlimit)
+    if path.exists() or path.is_symlink():
+        raise KeystoreError(f"{path}: already exists; refusing to overwrite a keystore")
+    store = Keystore(path, opslimit, memlimit)
+    store.save(passphrase)
+    return store
+
+
+@dataclass(frozen=True)
+class PassphraseSource:
+    """One place the keystore passphrase may come from; build with the class methods."""
+
+    kind: Literal["tty", "file", "env"]
+    path: Path | None = None
+    env_name: str | None = None
+    env_value: Secret | None = field(default=None, repr=False)
+    prompt: str = "Keystore passphrase: "
+
+    @classmethod
+    def tty(cls, prompt: str = "Keystore passphrase: ") -> PassphraseSource:
+        """Prompt on the terminal without echo; skipped when stdin is not a TTY."""
+        return cls("tty", prompt=prompt)
+
+    @classmethod
+    def file(cls, path: str | Path) -> PassphraseSource:
+        """Read a 0600 file; one trailing newline is stripped; skipped if missing."""
+        return cls("file", path=Path(path))
+
+    @classmethod
+    def credential(cls, name: str, credentials_directory: str | None) -> PassphraseSource:
+        """A systemd ``LoadCredential`` file; pass the value of ``$CREDENTIALS_DIRECTORY``.
+
+        Raises:
+            KeystoreError: ``name`` is not a plain file name.
+        """
+        if not _CREDENTIAL_NAME.fullmatch(name) or name in {".", ".."}:
+            raise KeystoreError(f"credential name {name!r} must be a plain file name")
+        path = Path(credentials_directory, name) if credentials_directory else None
+        return cls("file", path=path)
+
+    @classmethod
+    def env(cls, name: str, value: str | None) -> PassphraseSource:
+        """An environment variable's value, read by the config module; logs a warning when used."""
+        return cls("env", env_name=name, env_value=None if value is None else Secret(value))
+
+
+def read_passphrase(sources: PassphraseSource | Sequence[PassphraseSource]) -> Secret:
+    """Return the passphrase from the first available source, in the order given.
+
+    A TTY source is skipped when stdin is not a terminal, a file source when the
+    file does not exist, an env source when the variable is unset.
+
+    Raises:
+        KeystoreError: no source available, an unsafe file mode, or an empty passphrase.
+    """
+    for source in [sources] if isinstance(sources, PassphraseSource) else sources:
+        text: str | None = None
+        if source.kind == "tty" and sys.stdin is not None and sys.stdin.isatty():
+            try:
+                text = getpass.getpass(source.prompt)
+            except EOFError as e:
+                raise KeystoreError("no passphrase entered") from e
+        elif source.kind == "file" and source.path is not None:
+            data = _read_private_file(source.path, "passphrase file", 64 << 10)
+            if data is not None:
+                try:
+                    text = data.decode()
+                except UnicodeDecodeError:
+                    raise KeystoreError(f"{source.path}: passphrase is not UTF-8") from None
+                text = text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text
+        elif source.kind == "env" and source.env_value is not None:
+            log.warning(
+                "keystore passphrase taken from environment variable %s: environment "
+                "variables leak via /proc/<pid>/environ, child processes and crash dumps; "
+                "prefer a credential file (systemd LoadCredential)",
+                source.env_name,
+            )
+            text = source.env_value.reveal()
+        if text is not None:
+            if not text:
+                raise KeystoreError(f"empty passphrase from {_describe(source)}")
+            return Secret(text)
+        log.debug("passphrase source %s not available", _describe(source))
+    raise KeystoreError("no passphrase source available (no TTY, no credential file, no env)")
+
+
+def read_wif_noecho(prompt: str = "WIF private key: ") -> Secret:
+    """Read a WIF from the terminal without echo (for ``keystore import``).
+
+    Raises:
+        KeystoreError: nothing was entered.
+    """
+    try:
+        text = getpass.getpass(prompt).strip()
+    except EOFError as e:
+        raise KeystoreError("no key entered") from e
+    if not text:
+        raise KeystoreError("no key entered")
+    return Secret(text)
+
+
+def check_authority(
+    pubkey: str,
+    mode: str,
+    account_info: Mapping[str, Any],
+    configured_node_keys: Collection[str],
+) -> None:
+    """Check that ``pubkey`` may act for the witness in ``mode``; pure, no I/O.
+
+    ``active``: ``pubkey`` alone satisfies the account's active authority
+    (a key_auths weight >= weight_threshold). ``signing``: ``pubkey`` is one of
+    the configured node keys. ``account_info`` is the node's account object.
+
+    Raises:
+        KeystoreError: the key lacks the authority, or the mode is unknown.
+        ChainDataError: ``account_info`` is not shaped like an account.
+    """
+    if mode == "signing":
+        if pubkey not in configured_node_keys:
+            raise KeystoreError(f"{pubkey} is not one of the configured node keys")
+        return
+    if mode != "active":
+        raise KeystoreError(f"unknown key mode {mode!r}; expected 'active' or 'signing'")
+    name = account_info.get("name")
+    active = account_info.get("active")
+    if not isinstance(name, str) or not isinstance(active, Mapping):
+        raise ChainDataError("account object lacks name or active authority")
+    threshold = active.get("weight_threshold")
+    key_auths = active.get("key_auths")
+    if not _is_int(threshold) or threshold < 1 or not isinstance(key_auths, list):
+        raise ChainDataError(f"malformed active authority for {name}")
+    for item in key_auths:
+        if not (isinstance(item, list | tuple) and len(item) == 2 and _is_int(item[1])):
+            raise ChainDataError(f"malformed key_auths entry for {name}")
+        if item[0] == pubkey and item[1] >= threshold:
+            return
+    raise KeystoreError(f"key has no active authority over {name}")
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _describe(source: PassphraseSource) -> str:
+    if source.kind == "file":
+        return f"file {source.path}" if source.path else "credential (no $CREDENTIALS_DIRECTORY)"
+    return f"environment variable {source.env_name}" if source.kind == "env" else "terminal"
+
+
+def _raw_from_wif(wif: str) -> bytearray | None:
+    """Decode a WIF to its 32 secret bytes, or None; never raises, never echoes it."""
+    try:
+        payload = bytes.fromhex(base58CheckDecode(wif, skip_first_bytes=False))
+    except (AssertionError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    if len(payload) == 34 and payload[-1] == 1:  # compressed-pubkey WIF ("K"/"L")
+        payload = payload[:-1]
+    if len(payload) != 33 or payload[0] != 0x80:
+        return None
+    if not 0 < int.from_bytes(payload[1:], "big") < _SECP256K1_ORDER:
+        return None
+    return bytearray(payload[1:])
+
+
+def _wif_from_raw(raw: bytearray) -> str:
+    return cast(str, base58CheckEncode(0x80, raw.hex()))
+
+
+def _read_private_file(path: Path, what: str, limit: int) -> bytes | None:
+    """Return the file's bytes, or None if it does not exist.
+
+    Raises:
+        KeystoreError: not a regular file, readable by group/others, too big, or unreadable.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise KeystoreError(f"{path}: cannot open {what}: {e.strerror}") from e
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())  # SECURITY: the mode of the file we read, not of a path
+        if not stat.S_ISREG(st.st_mode):
+            raise KeystoreError(f"{path}: {what} is not a regular file")
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077:
+            raise KeystoreError(
+                f"{path}: {what} has mode {mode:04o}, accessible by group or others; "
+                f"refusing to use it. Fix with: chmod 600 {path}"
+            )
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise KeystoreError(f"{path}: {what} is larger than {limit} bytes")
+    return data
+
+
+def _parse_envelope(path: Path, data: bytes) -> tuple[bytes, bytes, int, int]:
+    try:
+        doc = json.loads(data)
+        kdf, cipher = doc["kdf"], doc["cipher"]
+        if doc["format"] != FORMAT or doc["version"] != VERSION:
+            raise KeystoreError(f"{path}: not a version {VERSION} {FORMAT} file")
+        if kdf["name"] != "argon2id" or cipher["name"] != "xsalsa20poly1305":
+            raise KeystoreError(f"{path}: unsupported kdf or cipher")
+        salt = base64.b64decode(kdf["salt"], validate=True)
+        box = base64.b64decode(cipher["box"], validate=True)
+        opslimit, memlimit = kdf["opslimit"], kdf["memlimit"]
+    except (ValueError, KeyError, TypeError, binascii.Error) as e:
+        raise KeystoreError(f"{path}: not a readable keystore file ({type(e).__name__})") from e
+    if len(salt) != nacl.pwhash.argon2id.SALTBYTES:
+        raise KeystoreError(f"{path}: salt has the wrong length")
+    _check_cost(path, opslimit, memlimit)
+    return salt, box, opslimit, memlimit
+
+
+def _parse_payload(plaintext: bytes) -> dict[str, tuple[Role, str]] | None:
+    try:
+        keys = json.loads(plaintext)["keys"]
+        out = {p: (e["role"], e["wif"]) for p, e in keys.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if all(isinstance(p, str) and r in ROLES and isinstance(w, str) for p, (r, w) in out.items()):
+        return out
+    return None
+
+
+def _check_cost(path: Path, opslimit: object, memlimit: object) -> None:
+    ok_ops = _is_int(opslimit) and OPSLIMIT_MIN <= opslimit <= _OPSLIMIT_CEILING
+    ok_mem = _is_int(memlimit) and MEMLIMIT_MIN <= memlimit <= _MEMLIMIT_CEILING
+    if not (ok_ops and ok_mem):
+        raise KeystoreError(f"{path}: Argon2id opslimit/memlimit out of range")
+
+
+def _derive_key(passphrase: Secret, salt: bytes, opslimit: int, memlimit: int) -> bytes:
+    if not isinstance(passphrase, Secret) or not passphrase.reveal():
+        raise KeystoreError("the passphrase must be a non-empty Secret")
+    try:
+        return nacl.pwhash.argon2id.kdf(
+            nacl.secret.SecretBox.KEY_SIZE, passphrase.reveal().encode(), salt,
+            opslimit=opslimit, memlimit=memlimit,
+        )
+    except nacl.exceptions.CryptoError as e:
+        raise KeystoreError(f"key derivation failed: {type(e).__name__}") from e
+
+
+def _write_keystore(
+    path: Path, passphrase: Secret, plaintext: bytes, opslimit: int, memlimit: int
+) -> None:
+    salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
+    box = nacl.secret.SecretBox(_derive_key(passphrase, salt, opslimit, memlimit))
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "kdf": {"name": "argon2id", "opslimit": opslimit, "memlimit": memlimit,
+                "salt": base64.b64encode(salt).decode()},
+        "cipher": {"name": "xsalsa20poly1305",
+                   "box": base64.b64encode(bytes(box.encrypt(plaintext))).decode()},
+    }
+    data = (json.dumps(doc, indent=2) + "\n").encode()
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise KeystoreError(f"{path}: cannot write keystore: {e.strerror}") from e
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)  # make the rename itself durable
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise KeystoreError(f"{path}: cannot write keystore: {e.strerror}") from e

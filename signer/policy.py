@@ -1,0 +1,334 @@
+"""The signer's own policy: whether to change the witness's key, and to which key.
+
+Pure: values in, a :class:`Decision` out. No I/O, no clock (``now`` is a
+parameter), no logging. The watcher's request is a question; the answer rests
+on what the signer read from its own node(s) and on its own history.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Literal
+
+from shared.chains import NULL_KEY
+from shared.errors import (
+    ChainDataError,
+    ConfigError,
+    ForbiddenError,
+    PolicyError,
+    RateLimitedError,
+)
+
+KeyMode = Literal["active", "signing"]
+OnExhausted = Literal["disable", "hold"]
+ApprovalMode = Literal["auto", "manual", "veto"]
+ApprovalStatus = Literal["pending", "approved", "denied", "expired", "due"]
+Verdict = Literal["approve", "deny"]
+
+_ACCOUNT = re.compile(r"[a-z][a-z0-9.-]{2,15}")
+_REASON_MAX = 200
+
+
+def _is_int(value: object, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The signer's failover policy for one witness, checked when built.
+
+    Raises:
+        ConfigError: a field is missing its constraint; ``field`` names it.
+    """
+
+    witness: str
+    key_mode: KeyMode
+    node_keys: tuple[str, ...]
+    min_missed: int
+    max_switches: int
+    window: timedelta
+    cooldown: timedelta
+    max_rounds: int
+    on_exhausted: OnExhausted
+    approval: ApprovalMode
+    approval_timeout: timedelta
+    veto_window: timedelta
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "node_keys", tuple(self.node_keys))
+        zero = timedelta(0)
+        checks: list[tuple[bool, str, str]] = [
+            (isinstance(self.witness, str) and bool(_ACCOUNT.fullmatch(self.witness)),
+             "witness", "must be a chain account name"),
+            (self.key_mode in ("active", "signing"), "key_mode", "must be 'active' or 'signing'"),
+            (len(self.node_keys) > 0, "node_keys", "must list at least one key"),
+            (all(isinstance(k, str) and k.startswith("STM") and len(k) > 3
+                 for k in self.node_keys), "node_keys", "every key must be an STM public key"),
+            # SECURITY: the null key is not a node key; listing it would let a
+            # watcher-named target disable the witness, bypassing on_exhausted.
+            (NULL_KEY not in self.node_keys, "node_keys", "must not contain the null key"),
+            (len(set(self.node_keys)) == len(self.node_keys), "node_keys", "keys must be unique"),
+            (_is_int(self.min_missed, 1), "min_missed", "must be an integer >= 1"),
+            (_is_int(self.max_switches, 1), "max_switches", "must be an integer >= 1"),
+            (self.window > zero, "window", "must be positive"),
+            (self.cooldown >= zero, "cooldown", "must not be negative"),
+            (_is_int(self.max_rounds, 0), "max_rounds", "must be an integer >= 0"),
+            (self.on_exhausted in ("disable", "hold"), "on_exhausted",
+             "must be 'disable' or 'hold'"),
+            # witness_set_properties cannot be trusted to disable and never re-enables;
+            # the null key is set with witness_update, which needs the active key.
+            (self.on_exhausted != "disable" or self.key_mode == "active", "on_exhausted",
+             "'disable' requires key_mode = 'active'"),
+            (self.approval in ("auto", "manual", "veto"), "approval",
+             "must be 'auto', 'manual' or 'veto'"),
+            (self.approval_timeout > zero, "approval_timeout", "must be positive"),
+            (self.veto_window > zero, "veto_window", "must be positive"),
+        ]
+        for ok, name, message in checks:
+            if not ok:
+                raise ConfigError(message, field=name)
+
+
+@dataclass(frozen=True)
+class FailoverAsk:
+    """What the authenticated request asked for; untrusted beyond its origin."""
+
+    witness: str
+    failing_key: str
+    observed_total_missed: int
+    reason: str
+    target_key: str | None = None
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class ChainView:
+    """The witness as the signer itself read it from its own node(s)."""
+
+    head_block_num: int
+    signing_key: str
+    total_missed: int
+    url: str
+    props: Mapping[str, object] = field(hash=False)
+    nodes_agreeing: int = 1
+
+
+@dataclass(frozen=True)
+class History:
+    """The signer's memory: the armed baseline, past switches, rotation rounds.
+
+    ``rounds`` counts wrap-arounds (last key back to an earlier one) since the
+    operator last armed the signer; ``switch_times`` are all switches the
+    caller still cares about (at least those inside the rate-limit window).
+    """
+
+    baseline_missed: int
+    armed_key: str
+    switch_times: tuple[datetime, ...] = ()
+    rounds: int = 0
+
+
+@dataclass(frozen=True)
+class Switch:
+    """Change the signing key to ``target_key``; the rotation is then at ``new_rounds``."""
+
+    target_key: str
+    new_rounds: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Disable:
+    """Set the null key (active mode only): rotation is exhausted."""
+
+    reason: str
+
+
+_ERRORS: dict[int, type[PolicyError]] = {403: ForbiddenError, 429: RateLimitedError}
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """Do nothing: ``status`` for HTTP, ``alert`` to call a human, ``rule`` names the rule."""
+
+    reason: str
+    status: int = 409
+    alert: bool = False
+    rule: str = ""
+
+    def as_error(self) -> PolicyError:
+        """Return the error the HTTP layer maps to ``status``."""
+        return _ERRORS.get(self.status, PolicyError)(self.reason)
+
+
+Decision = Switch | Disable | Refuse
+
+
+def decide(ask: FailoverAsk, chain: ChainView, history: History, policy: PolicyConfig,
+           now: datetime, *, quorum: int = 1) -> Decision:
+    """Return what the signer does about ``ask``. Same inputs, same answer; no I/O.
+
+    ``ask.dry_run`` does not change the answer: the caller simply does not execute it.
+    """
+    # SECURITY: T1 — a watcher key is only good for the witness this signer serves.
+    if ask.witness != policy.witness:
+        return Refuse(f"this signer serves {policy.witness!r}, not {ask.witness!r}",
+                      403, alert=True, rule="witness")
+    # SECURITY: T4 — fewer agreeing nodes than required is no evidence at all.
+    if chain.nodes_agreeing < quorum:
+        return Refuse(f"only {chain.nodes_agreeing} node(s) agree, {quorum} required",
+                      409, rule="quorum")
+    # A disabled witness needs an operator (and the active key) to come back.
+    if chain.signing_key == NULL_KEY:
+        return Refuse("the witness is disabled (null key); nothing to do", 409, rule="disabled")
+    # SECURITY: a key outside our list means someone else changed it: never overwrite it.
+    if chain.signing_key not in policy.node_keys:
+        return Refuse(f"on-chain key {chain.signing_key} is not a configured node key; "
+                      "someone else changed it", 409, alert=True, rule="foreign_key")
+    # The key already changed (an earlier switch, an operator) or the watcher is wrong.
+    if ask.failing_key != chain.signing_key:
+        return Refuse(f"the failing key {ask.failing_key} is not the on-chain key "
+                      f"{chain.signing_key}", 409, rule="stale_ask")
+    # SECURITY: a baseline armed on another key counts misses of that key; re-arm first.
+    if chain.signing_key != history.armed_key:
+        return Refuse(f"armed on {history.armed_key} but the chain shows {chain.signing_key}; "
+                      "re-arm", 409, alert=True, rule="not_armed")
+    # SECURITY: T1 — evidence is the signer's own reading; the watcher's count is ignored.
+    mismatch = ("" if ask.observed_total_missed == chain.total_missed else
+                f" (the watcher reported total_missed={ask.observed_total_missed}, "
+                f"the signer reads {chain.total_missed})")
+    new_misses = chain.total_missed - history.baseline_missed
+    if new_misses < 0:
+        # SECURITY: T4 — total_missed never decreases; a node that says so is lying or stale.
+        return Refuse(f"total_missed {chain.total_missed} is below the armed baseline "
+                      f"{history.baseline_missed}{mismatch}", 409, alert=True,
+                      rule="chain_regressed")
+    if new_misses < policy.min_missed:
+        return Refuse(f"no evidence: {new_misses} new misses since armed < "
+                      f"{policy.min_missed}{mismatch}", 409, rule="no_evidence")
+    # SECURITY: T1 — the rate limit holds however often a watcher asks.
+    recent = sum(1 for t in history.switch_times if t > now - policy.window)
+    if recent >= policy.max_switches:
+        return Refuse(f"{recent} switches in the last {policy.window}; at most "
+                      f"{policy.max_switches}", 429, rule="rate_limit")
+    # A switch in the future (clock moved back) also counts as recent: conservative.
+    if history.switch_times and now - max(history.switch_times) < policy.cooldown:
+        return Refuse(f"cooling down: last switch at {max(history.switch_times).isoformat()}",
+                      429, rule="cooldown")
+    return _rotate(ask, chain, history, policy, new_misses=new_misses, mismatch=mismatch)
+
+
+def _rotate(ask: FailoverAsk, chain: ChainView, history: History, policy: PolicyConfig,
+            *, new_misses: int, mismatch: str) -> Decision:
+    """Pick the target key; wrap-arounds past ``max_rounds`` exhaust the rotation."""
+    keys = policy.node_keys
+    current = keys.index(chain.signing_key)
+    if ask.target_key is not None:
+        # SECURITY: T1 — the watcher may choose among our keys, never add one.
+        if ask.target_key not in keys:
+            return Refuse(f"target {ask.target_key} is not a configured node key", 409,
+                          alert=True, rule="bad_target")
+        if ask.target_key == chain.signing_key:
+            return Refuse("the target is the current key", 409, rule="bad_target")
+        target = keys.index(ask.target_key)
+    else:
+        target = (current + 1) % len(keys)
+    wraps = target <= current
+    new_rounds = history.rounds + 1 if wraps else history.rounds
+    why = (f"{new_misses} new misses since armed on {chain.signing_key}{mismatch}; "
+           f"watcher: {ask.reason[:_REASON_MAX]!r}")
+    if target == current or new_rounds > policy.max_rounds:
+        spent = f"rotation exhausted after {history.rounds} round(s) of {len(keys)} key(s)"
+        if policy.on_exhausted == "disable":
+            return Disable(f"{spent}; {why}")
+        return Refuse(f"{spent}; holding: {why}", 409, alert=True, rule="exhausted")
+    return Switch(keys[target], new_rounds, why)
+
+
+def arm(chain: ChainView, previous: History | None = None) -> History:
+    """Return the history after an operator (re-)arms on ``chain``: rounds restart at 0.
+
+    Past switch times are kept: re-arming does not reset the rate limit.
+    """
+    times = previous.switch_times if previous else ()
+    return History(chain.total_missed, chain.signing_key, times, 0)
+
+
+def rearm(history: History, chain: ChainView, done: Switch | Disable, at: datetime) -> History:
+    """Return the history after ``done`` was confirmed on ``chain`` at ``at``.
+
+    The baseline becomes the chain's ``total_missed`` at confirmation and the
+    armed key the new key.
+
+    Raises:
+        ChainDataError: the chain does not show the key ``done`` set.
+    """
+    expected = done.target_key if isinstance(done, Switch) else NULL_KEY
+    if chain.signing_key != expected:
+        raise ChainDataError(f"expected {expected} on chain after the switch, "
+                             f"read {chain.signing_key}")
+    rounds = done.new_rounds if isinstance(done, Switch) else history.rounds
+    return History(chain.total_missed, expected, (*history.switch_times, at), rounds)
+
+
+@dataclass(frozen=True)
+class Approval:
+    """Where a decided switch stands in the approval flow."""
+
+    mode: ApprovalMode
+    status: ApprovalStatus
+    requested_by: str = ""
+    expires_at: datetime | None = None
+    execute_at: datetime | None = None
+    decided_by: str | None = None
+
+    @property
+    def should_execute(self) -> bool:
+        """True when the switch may be built and sent now."""
+        return self.status in ("approved", "due")
+
+
+def approval_plan(policy: PolicyConfig, now: datetime, requested_by: str = "") -> Approval:
+    """Return the approval state a new switch starts in under ``policy``."""
+    if policy.approval == "auto":
+        return Approval("auto", "approved", requested_by, execute_at=now)
+    if policy.approval == "manual":
+        return Approval("manual", "pending", requested_by,
+                        expires_at=now + policy.approval_timeout)
+    return Approval("veto", "pending", requested_by, execute_at=now + policy.veto_window)
+
+
+def resolve_pending(state: Approval, now: datetime, verdict: Verdict | None = None,
+                    by: str | None = None) -> Approval:
+    """Return ``state`` after time passed to ``now`` and, optionally, an operator's verdict.
+
+    A denial always wins (it is the safe direction); a manual approval after
+    ``expires_at`` is too late, the evidence is stale.
+
+    Raises:
+        PolicyError: a verdict on a request that is no longer pending (409).
+        ForbiddenError: the requester tries to approve its own request (403).
+    """
+    if state.status != "pending":
+        if verdict is not None:
+            raise PolicyError(f"the request is {state.status}, no longer pending")
+        return state
+    if verdict is not None and not by:
+        raise ForbiddenError("a verdict needs the identity of who gives it")
+    if verdict == "deny":
+        return replace(state, status="denied", decided_by=by)
+    # SECURITY: T1 — whoever asked for the switch cannot also approve it.
+    if verdict == "approve" and state.requested_by and by == state.requested_by:
+        raise ForbiddenError("a client cannot approve its own request")
+    if state.mode == "manual":
+        if state.expires_at is None or now >= state.expires_at:
+            return replace(state, status="expired")
+        return replace(state, status="approved", decided_by=by) if verdict else state
+    if verdict == "approve":
+        return replace(state, status="approved", decided_by=by)
+    if state.execute_at is None or now >= state.execute_at:
+        return replace(state, status="due")
+    return state

@@ -1,0 +1,162 @@
+"""The devnet as a process: CLI, control methods, faults per endpoint, misses on a stopped node."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from support.devnet_proc import RunningDevnet, console_script, running_devnet
+
+from devnet.client import DevnetClient
+from shared.errors import ChainDataError, ChainUnavailableError
+
+pytestmark = pytest.mark.timeout(120)
+
+STATUS_FIELDS = {"chain", "chain_id", "head_block_number", "head_block_time", "slot_seconds",
+                 "witness", "nodes", "double_production"}
+
+
+@pytest.fixture
+def devnet(tmp_path: Path) -> Iterator[RunningDevnet]:
+    """A fresh hive devnet."""
+    with running_devnet(tmp_path / "drill", slot_seconds=0.1) as dn:
+        yield dn
+
+
+def endpoint(devnet: RunningDevnet, path: str, timeout_s: float = 2.0) -> DevnetClient:
+    """A client of one virtual endpoint."""
+    return DevnetClient(devnet.url.rstrip("/") + path, timeout_s=timeout_s)
+
+
+def test_status_has_the_contract_fields(devnet: RunningDevnet) -> None:
+    """devnet.status carries every field DESIGN.md lists, with the init names."""
+    status = devnet.status()
+    assert STATUS_FIELDS <= set(status)
+    assert {"owner", "signing_key", "total_missed", "last_confirmed_block_num"} <= set(
+        status["witness"])
+    assert [n["name"] for n in status["nodes"]] == ["primary", "backup1", "backup2"]
+    assert status["witness"]["owner"] == "alice"
+    assert status["slot_seconds"] == 0.1
+
+
+def test_cli_status_and_node_commands(devnet: RunningDevnet) -> None:
+    """`witness-devnet status --json` and `node stop/start` drive the running devnet."""
+    config = str(devnet.dir / "devnet.toml")
+    out = subprocess.run([console_script("witness-devnet"), "status", "--config", config,
+                          "--json"], check=True, capture_output=True, text=True, timeout=30)
+    assert json.loads(out.stdout)["witness"]["owner"] == "alice"
+    subprocess.run([console_script("witness-devnet"), "node", "stop", "backup2", "--config",
+                    config], check=True, capture_output=True, timeout=30)
+    assert not next(n for n in devnet.status()["nodes"] if n["name"] == "backup2")["up"]
+    subprocess.run([console_script("witness-devnet"), "node", "start", "backup2", "--config",
+                    config], check=True, capture_output=True, timeout=30)
+    assert next(n for n in devnet.status()["nodes"] if n["name"] == "backup2")["up"]
+
+
+def test_cli_reports_unreachable_devnet(tmp_path: Path) -> None:
+    """`witness-devnet status` against a devnet that is not running fails clearly, exit 3."""
+    from support.devnet_proc import init_dir  # noqa: PLC0415 - local helper
+    from support.ports import free_port_base  # noqa: PLC0415
+
+    init_dir(tmp_path / "d", port_base=free_port_base(), slot_seconds=0.1)
+    out = subprocess.run([console_script("witness-devnet"), "status", "--config",
+                          str(tmp_path / "d" / "devnet.toml")], capture_output=True, text=True,
+                         timeout=30, check=False)
+    assert out.returncode == 3
+    assert "cannot reach the devnet" in out.stderr
+
+
+def test_stopped_node_misses_are_counted(devnet: RunningDevnet) -> None:
+    """Stopping primary makes alice miss her slots; total_missed tracks them; restart heals."""
+    start = devnet.status()
+    devnet.client.call("devnet.stop_node", {"name": "primary"})
+    status = devnet.wait_for(
+        lambda s: s["witness"]["total_missed"] >= start["witness"]["total_missed"] + 2, 30,
+        "two misses")
+    assert status["witness"]["last_confirmed_block_num"] <= status["head_block_number"]
+    devnet.client.call("devnet.start_node", {"name": "primary"})
+    produced = devnet.wait_for(
+        lambda s: s["witness"]["last_confirmed_block_num"] > status["head_block_number"], 30,
+        "alice to produce again")
+    assert produced["double_production"] == 0
+
+
+def test_halt_and_resume(devnet: RunningDevnet) -> None:
+    """devnet.halt stops the head and counts nothing; devnet.resume continues."""
+    devnet.client.call("devnet.stop_node", {"name": "primary"})
+    halted = devnet.client.call("devnet.halt", {})
+    time.sleep(1.0)
+    still = devnet.status()
+    assert still["head_block_number"] == halted["head_block_number"]
+    assert still["witness"]["total_missed"] == halted["witness"]["total_missed"]
+    devnet.client.call("devnet.resume", {})
+    devnet.wait_blocks(3)
+
+
+def test_faults_on_one_endpoint_leave_the_others_healthy(devnet: RunningDevnet) -> None:
+    """Errors, timeouts, a frozen head and wrong data on /rpc/1 leave / and /rpc/2 intact."""
+    bad, good, root = endpoint(devnet, "/rpc/1", 0.5), endpoint(devnet, "/rpc/2"), devnet.client
+    devnet.client.call("devnet.set_faults", {"endpoint": "/rpc/1", "error_rate": 1.0})
+    with pytest.raises(ChainUnavailableError):
+        bad.call("condenser_api.get_dynamic_global_properties", [])
+    devnet.client.call("devnet.set_faults", {"endpoint": "/rpc/1", "error_rate": 0,
+                                             "timeout": True})
+    with pytest.raises(ChainUnavailableError):
+        bad.call("condenser_api.get_dynamic_global_properties", [])
+    devnet.client.call("devnet.set_faults", {"endpoint": "/rpc/1", "timeout": False,
+                                             "freeze_head": True})
+    frozen = bad.call("condenser_api.get_dynamic_global_properties", [])["head_block_number"]
+    devnet.wait_blocks(3)
+    assert bad.call("condenser_api.get_dynamic_global_properties", [])[
+        "head_block_number"] == frozen
+    assert good.call("condenser_api.get_dynamic_global_properties", [])[
+        "head_block_number"] > frozen
+    devnet.client.call("devnet.set_faults", {"endpoint": "/rpc/1", "freeze_head": False,
+                                             "wrong_data": True})
+    lied = bad.call("condenser_api.get_witness_by_account", ["alice"])["total_missed"]
+    truth = good.call("condenser_api.get_witness_by_account", ["alice"])["total_missed"]
+    assert lied >= truth + 100
+    assert root.call("condenser_api.get_witness_by_account", ["alice"])["total_missed"] == truth
+    devnet.client.call("devnet.set_faults", {"endpoint": "/rpc/1", "wrong_data": False})
+    assert bad.call("condenser_api.get_witness_by_account", ["alice"])["total_missed"] < lied
+
+
+def test_latency_fault_delays_only_its_endpoint(devnet: RunningDevnet) -> None:
+    """latency_s on /rpc/2 slows that endpoint and not /."""
+    devnet.client.call("devnet.set_faults", {"endpoint": "/rpc/2", "latency_s": 0.6})
+    t0 = time.monotonic()
+    endpoint(devnet, "/rpc/2").call("condenser_api.get_dynamic_global_properties", [])
+    slow = time.monotonic() - t0
+    t0 = time.monotonic()
+    devnet.client.call("condenser_api.get_dynamic_global_properties", [])
+    fast = time.monotonic() - t0
+    assert slow >= 0.6
+    assert fast < 0.5
+
+
+@pytest.mark.parametrize("params", [
+    pytest.param({"endpoint": "/rpc/99", "error_rate": 1}, id="unknown-endpoint"),
+    pytest.param({"endpoint": "/rpc/1", "error_rate": 2}, id="rate-above-one"),
+    pytest.param({"endpoint": "/rpc/1", "timeout": "yes"}, id="not-a-bool"),
+    pytest.param({"endpoint": "/rpc/1", "explode": True}, id="unknown-field"),
+])
+def test_bad_control_params_are_invalid_params(devnet: RunningDevnet,
+                                                params: dict[str, object]) -> None:
+    """Bad devnet.set_faults params get a JSON-RPC error and change nothing."""
+    with pytest.raises(ChainDataError):
+        devnet.client.call("devnet.set_faults", params)
+    assert all(not any(f.values()) for f in devnet.status()["endpoints"].values())
+
+
+def test_garbage_http_bodies_get_errors(devnet: RunningDevnet) -> None:
+    """Non-JSON and oversized bodies are answered with errors, never a crash."""
+    r = requests.post(devnet.url, data=b"\xff\x00garbage", timeout=5)
+    assert r.json()["error"]["code"] == -32700
+    r = requests.post(devnet.url, data=b"x" * (2 << 20), timeout=10)
+    assert r.status_code == 413
+    assert devnet.status()["head_block_number"] > 0
