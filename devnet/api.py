@@ -1,10 +1,8 @@
 """hived's API methods over the devnet chain: argument checks, reads and broadcasts.
 
-Argument shapes follow hived's plugins: condenser_api takes positional arrays
-(``CHECK_ARG_SIZE``), database_api/block_api/network_broadcast_api take named
-objects whose unknown fields are ignored; list queries stop at 1000
-(``DATABASE_API_SINGLE_QUERY_LIMIT``). Unknown accounts and witnesses are left
-out or answered with null, as hived does.
+Arguments as hived's plugins take them: condenser_api positional (``CHECK_ARG_SIZE``),
+the appbase APIs named objects (unknown fields ignored), lists capped at 1000
+(``DATABASE_API_SINGLE_QUERY_LIMIT``); unknown accounts are left out or null.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from shared.errors import FailoverError
 if TYPE_CHECKING:
     from devnet.access import ChainAccess
     from devnet.chain import Chain
-    from devnet.state import Block, Witness
+    from devnet.state import Witness
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -151,20 +149,20 @@ class ChainApi:
         self._access = access
         self._sync_timeout_s = sync_timeout_s
         self.methods: dict[str, Method] = {}
-        legacy_reads: dict[str, Callable[[Chain, list[Any]], object]] = {
-            "get_config": lambda c, a: hived_config.get_config(c.profile, legacy=True),
-            "get_version": lambda c, a: render.version(c.profile),
+        legacy_reads: dict[str, Callable[[Chain], object]] = {
+            "get_config": lambda c: hived_config.get_config(c.profile, legacy=True),
+            "get_version": lambda c: render.version(c.profile),
             "get_dynamic_global_properties":
-                lambda c, a: render.dynamic_global_properties(c, legacy=True),
-            "get_chain_properties": lambda c, a: render.chain_properties(c, legacy=True),
-            "get_hardfork_version": lambda c, a: render.versions(c.profile).hardfork,
-            "get_witness_schedule": lambda c, a: render.witness_schedule(c, legacy=True),
-            "get_active_witnesses": lambda c, a: [n for n in c.schedule if n],
-            "get_feed_history": lambda c, a: render.feed_history(c, legacy=True),
-            "get_current_median_history_price": lambda c, a: render.price(
+                lambda c: render.dynamic_global_properties(c, legacy=True),
+            "get_chain_properties": lambda c: render.chain_properties(c, legacy=True),
+            "get_hardfork_version": lambda c: render.versions(c.profile).hardfork,
+            "get_witness_schedule": lambda c: render.witness_schedule(c, legacy=True),
+            "get_active_witnesses": lambda c: [n for n in c.schedule if n],
+            "get_feed_history": lambda c: render.feed_history(c, legacy=True),
+            "get_current_median_history_price": lambda c: render.price(
                 *render.median_price(c), c.profile, legacy=True),
-            "get_witness_count": lambda c, a: len(c.state.witnesses),
-            "get_account_count": lambda c, a: len(c.state.accounts),
+            "get_witness_count": lambda c: len(c.state.witnesses),
+            "get_account_count": lambda c: len(c.state.accounts),
         }
         for name, read in legacy_reads.items():
             self.methods[f"condenser_api.{name}"] = Method(self._no_args(read))
@@ -180,16 +178,20 @@ class ChainApi:
             "get_current_price_feed": lambda c: render.price(
                 *render.median_price(c), c.profile, legacy=False),
         }
-        for name, app_read in appbase_reads.items():
-            self.methods[f"database_api.{name}"] = Method(self._object_args(app_read))
+        for name, read in appbase_reads.items():
+            self.methods[f"database_api.{name}"] = Method(self._object_args(read))
         handlers: dict[str, Handler] = {
             "condenser_api.get_witness_by_account": self._witness_by_account,
             "condenser_api.get_witnesses": self._witnesses_by_id,
-            "condenser_api.get_accounts": self._get_accounts,
-            "condenser_api.lookup_account_names": self._lookup_account_names,
+            "condenser_api.get_accounts":
+                lambda p: self._accounts(positional(p, 1, 2)[0], legacy=True),
+            "condenser_api.lookup_account_names":
+                lambda p: self._accounts(positional(p, 1, 2)[0], legacy=True, nulls=True),
             "condenser_api.lookup_accounts": self._lookup_accounts,
-            "condenser_api.get_block": self._condenser_block,
-            "condenser_api.get_block_header": self._condenser_header,
+            "condenser_api.get_block":
+                lambda p: self._block_json(positional(p, 1)[0], legacy=True),
+            "condenser_api.get_block_header":
+                lambda p: self._block_json(positional(p, 1)[0], header=True),
             "condenser_api.get_transaction": self._get_transaction,
             "condenser_api.get_transaction_hex":
                 lambda p: self._hex(positional(p, 1)[0], legacy=True),
@@ -200,14 +202,17 @@ class ChainApi:
                 lambda p: self._broadcast(positional(p, 1)[0]),
             "database_api.find_witnesses": self._find_witnesses,
             "database_api.list_witnesses": self._list_witnesses,
-            "database_api.find_accounts": self._find_accounts,
+            "database_api.find_accounts": lambda p: {"accounts": self._accounts(
+                field(named(p), "accounts"), legacy=False)},
             "database_api.get_transaction_hex":
                 lambda p: {"hex": self._hex(field(named(p), "trx"))},
             "database_api.verify_authority":
                 lambda p: {"valid": self._verify(field(named(p), "trx"))},
             "database_api.get_required_signatures": self._database_required_signatures,
-            "block_api.get_block": self._block_api_block,
-            "block_api.get_block_header": self._block_api_header,
+            "block_api.get_block": lambda p: _member("block", self._block_json(
+                field(named(p), "block_num"), legacy=False)),
+            "block_api.get_block_header": lambda p: _member("header", self._block_json(
+                field(named(p), "block_num"), header=True)),
             "block_api.get_block_range": self._block_range,
             "network_broadcast_api.broadcast_transaction":
                 lambda p: self._broadcast(field(named(p), "trx")),
@@ -228,8 +233,11 @@ class ChainApi:
     def _chain(self) -> Chain:
         return self._access.chain
 
-    def _no_args(self, read: Callable[[Chain, list[Any]], object]) -> Handler:
-        return lambda params: read(self._chain, positional(params, 0))
+    def _no_args(self, read: Callable[[Chain], object]) -> Handler:
+        def handler(params: object) -> object:
+            positional(params, 0)
+            return read(self._chain)
+        return handler
 
     def _object_args(self, read: Callable[[Chain], object]) -> Handler:
         def handler(params: object) -> object:
@@ -284,18 +292,10 @@ class ChainApi:
         a = chain.state.accounts.get(name)
         return render.account(a, chain.profile, chain.head_time, legacy=legacy) if a else None
 
-    def _get_accounts(self, params: object) -> object:
-        names = texts(positional(params, 1, 2)[0], "account names")
-        return [j for j in (self._account_json(n, legacy=True) for n in names) if j]
-
-    def _lookup_account_names(self, params: object) -> object:
-        names = texts(positional(params, 1, 2)[0], "account names")
-        return [self._account_json(n, legacy=True) for n in names]
-
-    def _find_accounts(self, params: object) -> object:
-        names = texts(field(named(params), "accounts"), "accounts")
-        return {"accounts": [j for j in (self._account_json(n, legacy=False) for n in names)
-                             if j]}
+    def _accounts(self, names: object, *, legacy: bool, nulls: bool = False) -> list[Any]:
+        """Accounts by name; unknown ones are left out, or null when ``nulls``."""
+        found = [self._account_json(n, legacy=legacy) for n in texts(names, "account names")]
+        return found if nulls else [a for a in found if a is not None]
 
     def _lookup_accounts(self, params: object) -> object:
         lower, limit = positional(params, 2)
@@ -304,24 +304,14 @@ class ChainApi:
 
     # ---- blocks ----------------------------------------------------------------------
 
-    def _block(self, number: object) -> Block | None:
-        return self._chain.block(integer(number, "block_num"))
-
-    def _condenser_block(self, params: object) -> object:
-        b = self._block(positional(params, 1)[0])
-        return render.block(b, self._chain.profile, legacy=True) if b else None
-
-    def _condenser_header(self, params: object) -> object:
-        b = self._block(positional(params, 1)[0])
-        return render.block_header(b) if b else None
-
-    def _block_api_block(self, params: object) -> object:
-        b = self._block(field(named(params), "block_num"))
-        return {"block": render.block(b, self._chain.profile, legacy=False)} if b else {}
-
-    def _block_api_header(self, params: object) -> object:
-        b = self._block(field(named(params), "block_num"))
-        return {"header": render.block_header(b)} if b else {}
+    def _block_json(self, number: object, *, legacy: bool = False,
+                    header: bool = False) -> dict[str, Any] | None:
+        """Block ``number`` (or its header) as rendered, None when it is not kept."""
+        b = self._chain.block(integer(number, "block_num"))
+        if b is None:
+            return None
+        return render.block_header(b) if header else render.block(b, self._chain.profile,
+                                                                  legacy=legacy)
 
     def _block_range(self, params: object) -> object:
         args = named(params)
@@ -411,3 +401,7 @@ class ChainApi:
                        f"transaction {decoded.txid} was not included within "
                        f"{self._sync_timeout_s:g} s; it stays pending until it expires")
 
+
+def _member(key: str, value: object) -> dict[str, object]:
+    """hived's optional result member: ``{key: value}``, or ``{}`` when there is none."""
+    return {} if value is None else {key: value}

@@ -90,7 +90,7 @@ def run_demo(args: argparse.Namespace) -> int:
             directory / "devnet.log"))
         client = DevnetClient(f"http://{cfg.host}:{cfg.port}/", timeout_s=5)
         timeline = Timeline()
-        status = _wait(client, lambda s: bool(s), STARTUP_TIMEOUT_S, "the devnet to start")
+        status = _wait(client, bool, STARTUP_TIMEOUT_S, "the devnet to start")
         timeline.event(status, f"devnet up: chain {status['chain']}, slot "
                        f"{status['slot_seconds']} s, witness alice key = primary")
         return _devnet_drill(client, timeline, cfg)

@@ -6,6 +6,7 @@ import os
 import secrets
 from pathlib import Path
 
+from devnet.drill import write_service_files
 from devnet.keys import PrivateKey
 from shared.errors import ConfigError
 
@@ -94,11 +95,7 @@ def write_drill_dir(directory: Path, *, port_base: int, slot_seconds: float, cha
     devnet_path = directory / "devnet.toml"
     _write_private(devnet_path, devnet_toml(port_base, slot_seconds, chain, active, nodes))
     written = [devnet_path]
-    # The signer and watcher files are written by the services' own init code
-    # once those exist (signer.toml, watcher.toml, keystore, Ed25519 identities).
-    from devnet import drill  # noqa: PLC0415 - optional: needs the signer/watcher extras
-
-    written += drill.write_service_files(directory, port_base=port_base, chain=chain,
+    written += write_service_files(directory, port_base=port_base, chain=chain,
                                          key_mode=key_mode, active=active, nodes=nodes,
                                          fast_kdf=fast_kdf)
     return written

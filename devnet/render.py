@@ -45,7 +45,7 @@ def versions(profile: ChainProfile) -> Versions:
     return _VERSIONS.get(profile.name, _VERSIONS["hive"])
 
 
-def time(value: datetime | None) -> str:
+def format_time(value: datetime | None) -> str:
     """hived's time format, UTC without zone; the epoch for "never"."""
     return value.strftime("%Y-%m-%dT%H:%M:%S") if value is not None else EPOCH_TEXT
 
@@ -157,14 +157,14 @@ def witness(w: Witness, profile: ChainProfile, *, legacy: bool) -> dict[str, Any
     rate = price(w.exchange_rate.base, w.exchange_rate.quote, profile, legacy=legacy)
     return renamed(profile, {
         "available_witness_account_subsidies": 0,
-        "created": time(w.created),
-        "hardfork_time_vote": time(w.hardfork_time_vote or w.created),
+        "created": format_time(w.created),
+        "hardfork_time_vote": format_time(w.hardfork_time_vote or w.created),
         "hardfork_version_vote": w.hardfork_version_vote,
         "hbd_exchange_rate": rate,
         "id": w.id,
         "last_aslot": w.last_aslot,
         "last_confirmed_block_num": w.last_confirmed_block_num,
-        "last_hbd_exchange_update": time(w.last_exchange_update),
+        "last_hbd_exchange_update": format_time(w.last_exchange_update),
         "last_work": ZERO_WORK,
         "owner": w.owner,
         "pow_worker": 0,
@@ -193,14 +193,14 @@ def account(a: Account, profile: ChainProfile, now: datetime, *, legacy: bool) -
     def amt(value: int, kind: Asset) -> Any:
         return asset(value, kind, legacy=legacy)
 
-    created = time(a.created)
+    created = format_time(a.created)
     mana = {"current_mana": a.vesting_shares, "last_update_time": _unix(now)}
     out: dict[str, Any] = {
         "active": _authority(a.active), "balance": amt(a.balance, core), "can_vote": True,
         "comment_count": 0, "created": created, "curation_rewards": 0, "delayed_votes": [],
         "delegated_vesting_shares": amt(0, vests),
         "downvote_manabar": {**mana, "current_mana": a.vesting_shares // 4},
-        "governance_vote_expiration_ts": time(now + timedelta(days=365)),
+        "governance_vote_expiration_ts": format_time(now + timedelta(days=365)),
         "hbd_balance": amt(a.debt_balance, debt), "hbd_last_interest_payment": EPOCH_TEXT,
         "hbd_seconds": "0", "hbd_seconds_last_update": EPOCH_TEXT, "id": a.id,
         "json_metadata": "", "last_account_recovery": EPOCH_TEXT,
@@ -263,17 +263,17 @@ def dynamic_global_properties(chain: Chain, *, legacy: bool) -> dict[str, Any]:
         "early_voting_seconds": 86400, "hbd_interest_rate": props.interest_rate,
         "hbd_print_rate": 10000, "hbd_start_percent": 2000, "hbd_stop_percent": 2000,
         "head_block_id": chain.head_id, "head_block_number": chain.head_num,
-        "init_hbd_supply": amt(0, debt), "last_budget_time": time(hour),
+        "init_hbd_supply": amt(0, debt), "last_budget_time": format_time(hour),
         "last_irreversible_block_num": chain.last_irreversible_block_num,
         "max_consecutive_recurrent_transfer_failures": 10, "max_open_recurrent_transfers": 255,
         "max_recurrent_transfer_end_date": 730, "maximum_block_size": props.maximum_block_size,
         "mid_voting_seconds": 172800, "min_recurrent_transfers_recurrence": 24,
-        "next_daily_maintenance_time": time(hour + timedelta(days=1)),
-        "next_maintenance_time": time(hour + timedelta(hours=1)), "num_pow_witnesses": 172,
+        "next_daily_maintenance_time": format_time(hour + timedelta(days=1)),
+        "next_maintenance_time": format_time(hour + timedelta(hours=1)), "num_pow_witnesses": 172,
         "participation_count": participation, "pending_rewarded_vesting_hive": amt(0, core),
         "pending_rewarded_vesting_shares": amt(0, vests), "proposal_fund_percent": 1000,
         "recent_slots_filled": str(filled), "reverse_auction_seconds": 0,
-        "time": time(chain.head_time), "total_pow": 514415,
+        "time": format_time(chain.head_time), "total_pow": 514415,
         "total_reward_fund_hive": amt(0, core), "total_reward_shares2": "0",
         "total_vesting_fund_hive": amt(vesting_fund, core),
         "total_vesting_shares": amt(total_vests, vests), "vesting_reward_percent": 1500,
@@ -329,7 +329,7 @@ def feed_history(chain: Chain, *, legacy: bool) -> dict[str, Any]:
 def hardfork_properties(chain: Chain) -> dict[str, Any]:
     """``database_api.get_hardfork_properties``: every hardfork applied at genesis."""
     version = versions(chain.profile)
-    genesis = time(genesis_time(chain))
+    genesis = format_time(genesis_time(chain))
     return {"current_hardfork_version": version.hardfork, "id": 0,
             "last_hardfork": version.last_hardfork, "next_hardfork": version.hardfork,
             "next_hardfork_time": genesis,
@@ -362,7 +362,7 @@ def transaction(tx: AcceptedTransaction, profile: ChainProfile, *, legacy: bool,
 
 def block_header(b: Block) -> dict[str, Any]:
     """A block header in hived's field order."""
-    return {"previous": b.previous, "timestamp": time(b.timestamp), "witness": b.witness,
+    return {"previous": b.previous, "timestamp": format_time(b.timestamp), "witness": b.witness,
             "transaction_merkle_root": b.transaction_merkle_root, "extensions": []}
 
 

@@ -10,6 +10,13 @@ from shared.errors import ConfigError
 
 _REQUIRED: Any = object()
 
+# Fields names its methods after TOML types (str, int, ...); these aliases keep
+# the builtins reachable inside the class body.
+Str = str
+Int = int
+Float = float
+Bool = bool
+
 
 def resolve_path(base: Path, value: str) -> Path:
     """``value`` as a path, relative to the config file's directory when relative."""
@@ -20,8 +27,8 @@ def resolve_path(base: Path, value: str) -> Path:
 class Fields:
     """Dotted access to a TOML document; every error names the file and field."""
 
-    def __init__(self, raw: dict[str, Any], path: Path, prefix: str = "",
-                 known: Iterable[str] | None = None) -> None:
+    def __init__(self, raw: dict[Str, Any], path: Path, prefix: Str = "",
+                 known: Iterable[Str] | None = None) -> None:
         self.raw = raw
         self.path = path
         self.prefix = prefix
@@ -31,11 +38,11 @@ class Fields:
                 raise ConfigError(f"unknown section or field {unknown[0]!r}", path=str(path),
                                   field=prefix + unknown[0])
 
-    def fail(self, dotted: str, message: str) -> ConfigError:
+    def fail(self, dotted: Str, message: Str) -> ConfigError:
         """A ConfigError for field ``dotted``."""
         return ConfigError(message, path=str(self.path), field=self.prefix + dotted)
 
-    def get(self, dotted: str, default: Any = _REQUIRED) -> Any:
+    def get(self, dotted: Str, default: Any = _REQUIRED) -> Any:
         """The raw value at ``dotted``, ``default`` when absent.
 
         Raises:
@@ -50,58 +57,58 @@ class Fields:
             node = node[part]
         return node
 
-    def str(self, dotted: str, default: Any = _REQUIRED) -> str:
+    def str(self, dotted: Str, default: Any = _REQUIRED) -> Str:
         """A non-empty string."""
         value = self.get(dotted, default)
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, Str) or not value:
             raise self.fail(dotted, "must be a non-empty string")
         return value
 
-    def opt_str(self, dotted: str) -> str | None:
+    def opt_str(self, dotted: Str) -> Str | None:
         """A string, or None when absent or empty."""
         value = self.get(dotted, None)
         if value is None or value == "":
             return None
-        if not isinstance(value, str):
+        if not isinstance(value, Str):
             raise self.fail(dotted, "must be a string")
         return value
 
-    def choice(self, dotted: str, options: tuple[str, ...], default: Any = _REQUIRED) -> str:
+    def choice(self, dotted: Str, options: tuple[Str, ...], default: Any = _REQUIRED) -> Str:
         """One of ``options``."""
         value = self.get(dotted, default)
         if value not in options:
             raise self.fail(dotted, f"must be one of {', '.join(map(repr, options))}")
-        return str(value)
+        return Str(value)
 
-    def bool(self, dotted: str, default: Any = _REQUIRED) -> bool:
+    def bool(self, dotted: Str, default: Any = _REQUIRED) -> Bool:
         """true or false."""
         value = self.get(dotted, default)
-        if not isinstance(value, bool):
+        if not isinstance(value, Bool):
             raise self.fail(dotted, "must be true or false")
         return value
 
-    def int(self, dotted: str, default: Any = _REQUIRED, *, lo: int, hi: int) -> int:
+    def int(self, dotted: Str, default: Any = _REQUIRED, *, lo: Int, hi: Int) -> Int:
         """An integer in [lo, hi]."""
         value = self.get(dotted, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        if isinstance(value, Bool) or not isinstance(value, Int) or not lo <= value <= hi:
             raise self.fail(dotted, f"must be an integer in [{lo}, {hi}]")
         return value
 
-    def float(self, dotted: str, default: Any = _REQUIRED, *, lo: float, hi: float) -> float:
+    def float(self, dotted: Str, default: Any = _REQUIRED, *, lo: Float, hi: Float) -> Float:
         """A number in [lo, hi]."""
         value = self.get(dotted, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        if isinstance(value, Bool) or not isinstance(value, Int | Float) or not lo <= value <= hi:
             raise self.fail(dotted, f"must be a number in [{lo}, {hi}]")
-        return float(value)
+        return Float(value)
 
-    def str_list(self, dotted: str, default: Any = _REQUIRED) -> list[str]:
+    def str_list(self, dotted: Str, default: Any = _REQUIRED) -> list[Str]:
         """A list of non-empty strings."""
         value = self.get(dotted, default)
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        if not isinstance(value, list) or not all(isinstance(v, Str) and v for v in value):
             raise self.fail(dotted, "must be a list of non-empty strings")
         return list(value)
 
-    def table_list(self, dotted: str) -> list[Fields]:
+    def table_list(self, dotted: Str) -> list[Fields]:
         """An array of tables, each as Fields (absent: empty)."""
         value = self.get(dotted, [])
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
@@ -109,7 +116,7 @@ class Fields:
         return [Fields(v, self.path, prefix=f"{self.prefix}{dotted}[{i}].")
                 for i, v in enumerate(value)]
 
-    def opt_path(self, dotted: str, base: Path) -> Path | None:
+    def opt_path(self, dotted: Str, base: Path) -> Path | None:
         """A path relative to ``base``, or None when absent or empty."""
         value = self.opt_str(dotted)
         return None if value is None else resolve_path(base, value)

@@ -39,7 +39,6 @@ from shared.errors import (
     PolicyError,
 )
 from shared.rpc import HeadTracker, JsonRpcClient, NodeReading, RpcRejectedError
-from signer.config import SignerConfig
 from signer.keystore import Keystore
 from signer.policy import ChainView, KeyMode
 from signer.ports import BuiltTransaction, Inclusion
@@ -242,16 +241,6 @@ class RpcSignerChain:
         self._verified: set[str] = set()
         self._chain_checked = False
 
-    @classmethod
-    def from_config(cls, config: SignerConfig, keystore: Keystore,
-                    clock: Clock) -> RpcSignerChain:
-        """Build from the signer's config (called once by the composition root)."""
-        return cls(JsonRpcClient(config.rpc_nodes, timeout_s=config.rpc_timeout_s), keystore,
-                   profile=config.chain, witness=config.policy.witness,
-                   key_mode=config.policy.key_mode, quorum=config.quorum,
-                   tracker=HeadTracker(config.stale_after),
-                   tx_expiration=config.tx_expiration, clock=clock)
-
     def check_chain_id(self) -> None:
         """Verify every reachable node's get_config chain id equals the profile's.
 
@@ -415,9 +404,14 @@ class RpcSignerChain:
         failures: list[str] = []
         for url in self._rpc.urls:
             try:
-                if not self._reachable(url):
-                    failures.append(f"{url}: unreachable")
-                    continue
+                reachable = self._reachable(url)
+            except ChainError as e:  # another chain, or no chain id: never send there
+                failures.append(str(e))
+                continue
+            if not reachable:
+                failures.append(f"{url}: unreachable")
+                continue
+            try:
                 self._rpc.call_node(url, "condenser_api.broadcast_transaction", [tx.tx_json])
             except RpcRejectedError as e:
                 if "duplicate transaction" in e.rpc_message.lower():

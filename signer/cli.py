@@ -17,18 +17,24 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from shared.errors import ChainDataError, ChainError, ConfigError, FailoverError, KeystoreError
+from shared.errors import (
+    ChainDataError,
+    ChainError,
+    ChainUnavailableError,
+    ConfigError,
+    FailoverError,
+    KeystoreError,
+)
 from shared.httpsig import generate_keypair
 from shared.rpc import JsonRpcClient
-from signer.app import build_service, open_store
-from signer.approvals import approve_request, deny_request
+from signer.app import configured_passphrase_sources, open_store
+from signer.approvals import approve_request, deny_request, describe_request
 from signer.config import SignerConfig
 from signer.keystore import (
     Keystore,
@@ -40,8 +46,8 @@ from signer.keystore import (
     read_passphrase,
     read_wif_noecho,
 )
-from signer.serving import ServeOptions, serve
-from signer.store import RequestRecord, Store
+from signer.serving import serve_signer
+from signer.store import RequestRecord
 
 log = logging.getLogger(__name__)
 
@@ -124,51 +130,14 @@ def _timestamp(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 # ---- serve -------------------------------------------------------------------------------
 
 
 def cmd_serve(config: SignerConfig, args: argparse.Namespace) -> int:
-    options = ServeOptions(host=config.host, port=config.port, threads=config.threads,
-                           certfile=config.tls_cert, keyfile=config.tls_key,
-                           boot_timeout_s=max(120, int(config.confirm_timeout
-                                                       .total_seconds()) * 3))
-
-    def boot() -> tuple[Any, Callable[[], None]]:
-        # Runs in gunicorn's worker process: keystore, SQLite and threads live there.
-        service = build_service(config)
-        try:
-            service.start()  # chain id check, arm on first start, reconcile, executor thread
-            from signer.http import create_app  # noqa: PLC0415 - Flask only in the worker
-
-            app = create_app(service, config.max_body_bytes)
-        except BaseException:
-            service.close()
-            raise
-        return app, service.close
-
-    def announce(url: str) -> None:
-        policy = config.policy
-        print(f"witness-signer listening on {url} (witness {policy.witness}, chain "
-              f"{config.chain.name}, key mode {policy.key_mode}, approval {policy.approval})",
-              flush=True)
-
-    return serve(options, boot, announce=announce, error_code=exit_code)
+    return serve_signer(config, error_code=exit_code)
 
 
 # ---- state: pending, approve, deny, audit ---------------------------------------------------
-
-
-@contextmanager
-def _store(config: SignerConfig) -> Iterator[Store]:
-    store = open_store(config)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def _row(record: RequestRecord) -> list[str]:
@@ -180,17 +149,13 @@ def _row(record: RequestRecord) -> list[str]:
 
 
 def cmd_pending(config: SignerConfig, args: argparse.Namespace) -> int:
-    with _store(config) as store:
+    with open_store(config) as store:
         records = store.list_pending()
-    if args.json:
-        for r in records:
-            print(json.dumps({"request_id": r.id, "created_at": r.created_at.isoformat(),
-                              "client": r.client_keyid, "failing_key": r.failing_key,
-                              "target_key": r.target_key, "detail": r.detail,
-                              "approve_by": r.approve_by and r.approve_by.isoformat(),
-                              "execute_at": r.execute_at and r.execute_at.isoformat()},
-                             sort_keys=True))
-        return EXIT_OK
+        if args.json:
+            for r in records:
+                print(json.dumps({"client": r.client_keyid, **describe_request(store, r)},
+                                 sort_keys=True))
+            return EXIT_OK
     if not records:
         print("no pending requests")
         return EXIT_OK
@@ -213,8 +178,8 @@ def _actor(args: argparse.Namespace) -> str:
 
 def cmd_verdict(config: SignerConfig, args: argparse.Namespace) -> int:
     verdict = approve_request if args.command == "approve" else deny_request
-    with _store(config) as store:
-        record = verdict(store, args.request_id, _actor(args), _now(), args.note)
+    with open_store(config) as store:
+        record = verdict(store, args.request_id, _actor(args), datetime.now(UTC), args.note)
     then = ("the running signer re-checks the chain and executes it"
             if record.state == "approved" else "it will not be executed")
     print(f"request {record.id} {record.state} by {record.decided_by}; {then}")
@@ -231,18 +196,16 @@ def cmd_audit(config: SignerConfig, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     last_id = 0
-    with _store(config) as store:
-        while True:
+    with open_store(config) as store:
+        while not stop:
             for record in store.iter_audit(after_id=last_id):
                 last_id = int(record["id"])
-                if args.since and datetime.fromisoformat(str(record["at"])) < args.since:
-                    continue
-                print(json.dumps(record, sort_keys=True), flush=True)
-            if not args.follow or stop:
-                return EXIT_OK
+                if not args.since or datetime.fromisoformat(str(record["at"])) >= args.since:
+                    print(json.dumps(record, sort_keys=True), flush=True)
+            if not args.follow:
+                break
             time.sleep(args.interval)
-            if stop:
-                return EXIT_OK
+    return EXIT_OK
 
 
 # ---- status: the chain through the configured nodes -----------------------------------------
@@ -277,12 +240,10 @@ def _read_nodes(config: SignerConfig, rpc: JsonRpcClient) -> list[dict[str, Any]
 def cmd_status(config: SignerConfig, args: argparse.Namespace) -> int:
     rpc = JsonRpcClient(config.rpc_nodes, timeout_s=config.rpc_timeout_s)
     nodes = _read_nodes(config, rpc)
-    armed = None
-    if (config.state_dir).is_dir():
-        with _store(config) as store:
+    armed, pending = None, 0
+    if config.state_dir.is_dir():  # status never creates the signer's state
+        with open_store(config) as store:
             armed, pending = store.get_armed(), len(store.list_pending())
-    else:
-        pending = 0
     doc = {"witness": config.policy.witness, "chain": config.chain.name,
            "key_mode": config.policy.key_mode, "approval": config.policy.approval,
            "nodes": nodes, "pending_requests": pending,
@@ -312,26 +273,24 @@ def cmd_status(config: SignerConfig, args: argparse.Namespace) -> int:
 # ---- keystore ---------------------------------------------------------------------------------
 
 
-def _sources(config: SignerConfig) -> list[PassphraseSource]:
-    """The configured passphrase sources, in the order the signer uses them."""
-    sources: list[PassphraseSource] = []
-    if config.passphrase_credential:
-        sources.append(PassphraseSource.credential(config.passphrase_credential,
-                                                   config.credentials_directory))
-    if config.passphrase_file:
-        sources.append(PassphraseSource.file(config.passphrase_file))
-    if config.passphrase_env:
-        sources.append(PassphraseSource.env(config.passphrase_env,
-                                            config.env_value(config.passphrase_env)))
-    return sources
+def _available(source: PassphraseSource) -> bool:
+    if source.kind == "file":
+        return source.path is not None and (source.path.exists() or source.path.is_symlink())
+    return source.kind == "env" and source.env_value is not None
 
 
 def _passphrase(config: SignerConfig, *, confirm: bool = False) -> Secret:
-    try:
-        return read_passphrase(_sources(config))
-    except KeystoreError:
-        if not sys.stdin.isatty():
-            raise
+    """The passphrase from the configured credential, file or variable; else the terminal.
+
+    Raises:
+        KeystoreError: unsafe passphrase file, no source, or two different entries.
+    """
+    configured = [s for s in configured_passphrase_sources(config) if s.kind != "tty"]
+    if any(_available(s) for s in configured):
+        return read_passphrase(configured)  # an unsafe file mode is an error, not a fallback
+    if not sys.stdin.isatty():
+        raise KeystoreError("no passphrase: set keystore.passphrase_file (or _credential, "
+                            "_env) in the config, or run this command on a terminal")
     first = read_passphrase(PassphraseSource.tty("New keystore passphrase: " if confirm
                                                  else "Keystore passphrase: "))
     if confirm and read_passphrase(PassphraseSource.tty("Repeat it: ")).reveal() != (
@@ -349,14 +308,11 @@ def cmd_keystore(config: SignerConfig, args: argparse.Namespace) -> int:
     passphrase = _passphrase(config)
     with Keystore.open(config.keystore_path, passphrase) as store:
         if args.keystore_command == "list":
-            held = store.public_keys()
-            for key in held:
-                role = "active" if key in store.public_keys("active") else "signing"
-                name = (f"node {_key_name(config, key)}" if role == "signing"
-                        else f"active key of {config.policy.witness}")
-                print(f"{key}  {role}  {name}")
-            if not held:
-                print("the keystore is empty")
+            active = store.public_keys("active")
+            for key in store.public_keys():
+                print(f"{key}  active  account {config.policy.witness}" if key in active
+                      else f"{key}  signing  node {_key_name(config, key)}")
+            print(f"{len(store.public_keys())} key(s) in {config.keystore_path}")
             return EXIT_OK
         return _import(config, store, passphrase, args.role or config.policy.key_mode)
 
@@ -367,10 +323,8 @@ def _import(config: SignerConfig, store: Keystore, passphrase: Secret, role: Rol
     if role != config.policy.key_mode:
         raise KeystoreError(f"--role {role} does not match witness.key_mode = "
                             f"{config.policy.key_mode!r}")
-    if sys.stdin.isatty():
-        wif = read_wif_noecho()
-    else:
-        wif = Secret(sys.stdin.readline().strip())
+    # A terminal gets a no-echo prompt; a pipe (scripts) gives the first line.
+    wif = read_wif_noecho() if sys.stdin.isatty() else Secret(sys.stdin.readline().strip())
     pubkey = store.add(wif, role)  # in memory only until the authority check passes
     account: dict[str, Any] = {}
     if role == "active":
@@ -393,20 +347,19 @@ def _account_on_chain(config: SignerConfig) -> dict[str, Any]:
     for url in rpc.urls:
         try:
             chain_id = rpc.chain_id(url)
-            if chain_id != config.chain.chain_id:
-                raise ChainDataError(f"{url} is on chain {chain_id}, not {config.chain.name}")
-            accounts = rpc.call_node(url, "condenser_api.get_accounts",
-                                     [[config.policy.witness]])
-        except ChainDataError:
-            raise
-        except ChainError as e:
+            # SECURITY: T6 — an account read from another chain proves nothing about this one.
+            accounts = None if chain_id != config.chain.chain_id else rpc.call_node(
+                url, "condenser_api.get_accounts", [[config.policy.witness]])
+        except ChainUnavailableError as e:
             log.warning("node unavailable: %s", e)
             continue
-        if not isinstance(accounts, list) or len(accounts) != 1 or not isinstance(
-                accounts[0], dict):
+        if accounts is None:
+            raise ChainDataError(f"{url} is on chain {chain_id}, not {config.chain.name}")
+        if not (isinstance(accounts, list) and len(accounts) == 1
+                and isinstance(accounts[0], dict)):
             raise ChainDataError(f"{url}: no account {config.policy.witness!r}")
         return accounts[0]
-    raise ChainError("no RPC node answered; cannot check the key's authority")
+    raise ChainUnavailableError("no RPC node answered; cannot check the key's authority")
 
 
 # ---- keygen and main --------------------------------------------------------------------------

@@ -187,7 +187,8 @@ class SignerService:
     def close(self) -> None:
         """Stop the worker, then release what the composition root handed over."""
         self._worker.stop()
-        for close in self._closing:
+        closing, self._closing = self._closing, []  # idempotent: close each thing once
+        for close in closing:
             try:
                 close()
             except Exception:  # closing the rest still matters

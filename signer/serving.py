@@ -22,6 +22,9 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 
 from shared.errors import FailoverError
+from signer.app import build_service
+from signer.config import SignerConfig
+from signer.http import create_app
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Boot = Callable[[], tuple[WSGIApp, Callable[[], None]]]
@@ -151,3 +154,32 @@ def serve(options: ServeOptions, boot: Boot, *, announce: Callable[[str], None],
     finally:
         os.close(read_fd)
         os.close(write_fd)
+
+
+def serve_signer(config: SignerConfig, *, error_code: ErrorCode) -> int:
+    """Serve the signer of ``config``: build, start and expose the service in the worker.
+
+    Returns the exit status (``error_code(e)`` when the service refused to start).
+    """
+    options = ServeOptions(host=config.host, port=config.port, threads=config.threads,
+                           certfile=config.tls_cert, keyfile=config.tls_key,
+                           boot_timeout_s=max(120, 3 * int(config.confirm_timeout
+                                                           .total_seconds())))
+
+    def boot() -> tuple[WSGIApp, Callable[[], None]]:
+        service = build_service(config)
+        try:
+            service.start()  # chain id check, arm on first start, reconcile, executor thread
+            app: WSGIApp = create_app(service, config.max_body_bytes)
+        except BaseException:
+            service.close()
+            raise
+        return app, service.close
+
+    def announce(url: str) -> None:
+        policy = config.policy
+        print(f"witness-signer listening on {url} (witness {policy.witness}, chain "
+              f"{config.chain.name}, key mode {policy.key_mode}, approval {policy.approval})",
+              flush=True)
+
+    return serve(options, boot, announce=announce, error_code=error_code)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import socket
+from collections.abc import Iterator
 
 import pytest
 
@@ -32,6 +34,22 @@ def _beem_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     home = tmp_path_factory.getbasetemp() / "home"
     home.mkdir(exist_ok=True)
     monkeypatch.setenv("HOME", str(home))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _inprocess_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Write every in-process log record to a file the final log scan reads."""
+    handler = logging.FileHandler(tmp_path_factory.getbasetemp() / "inprocess.log")
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield
+    root.removeHandler(handler)
+    root.setLevel(previous)
+    handler.close()
 
 
 pytest_plugins = ["support.twilio_fixture"]

@@ -153,7 +153,7 @@ timeline_steps = st.lists(
 def test_total_missed_equals_independent_count(witness_count: int, seed: str,
                                                steps: list[tuple[int, str, bool]],
                                                switch_to_backup: bool) -> None:
-    """For any schedule and node up/down timeline, total_missed equals a count of empty alice slots."""
+    """For any schedule and up/down timeline, total_missed equals a count of empty alice slots."""
     chain = build_chain(make_config(witness_count=witness_count, seed=seed), NOW)
     if switch_to_backup:
         chain.state.witnesses["alice"].signing_key = chain.nodes["backup1"].public_key

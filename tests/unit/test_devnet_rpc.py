@@ -29,7 +29,7 @@ from support.devnet_factory import active_key, make_access, make_chain, node_key
 from devnet import codec
 from devnet.access import ChainAccess
 from devnet.keys import PrivateKey, sign_digest
-from devnet.render import time as hived_time
+from devnet.render import format_time as hived_time
 from devnet.rpc import Dispatcher, InvalidParamsError
 from shared.chains import HIVE, STEEM, ChainProfile
 

@@ -1,0 +1,199 @@
+"""Composition: from a loaded :class:`SignerConfig` to a ready-to-start :class:`SignerService`.
+
+The only place the signer's real collaborators are built: the keystore
+(decrypted once), the client keys and the signer's response key, the SQLite
+store, the chain adapter and the notifier. Everything refuses unsafe file
+modes, and a second signer on the same state directory is refused (T7).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import stat
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+
+from shared.clock import Clock, SystemClock
+from shared.errors import ConfigError, KeystoreError
+from shared.httpsig import load_private_key, load_public_key
+from shared.notify import LogNotifier, NonBlockingNotifier, Notifier, RateLimitedNotifier
+from shared.rpc import HeadTracker, JsonRpcClient
+from signer.config import SignerConfig, TwilioConfig
+from signer.keystore import Keystore, PassphraseSource, Secret, read_passphrase
+from signer.service import Client, ServiceOptions, SignerService
+from signer.store import Store
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "signer.sqlite3"
+LOCK_NAME = "signer.lock"
+_MAX_TOKEN_BYTES = 4096
+
+
+def open_store(config: SignerConfig, clock: Clock | None = None) -> Store:
+    """Open the state database in ``config.state_dir`` (created 0700 when missing).
+
+    Raises:
+        ConfigError: the state directory is unusable or writable by others.
+        StoreError: the database or audit file cannot be opened or has unsafe modes.
+    """
+    clock = clock or SystemClock()
+    _make_state_dir(config.state_dir)
+    window_s = max(600, int(config.max_skew.total_seconds()) * 4)
+    return Store(config.state_dir / DB_NAME, nonce_window_s=window_s, clock=clock.now)
+
+
+def _make_state_dir(state_dir: Path) -> None:
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the state directory: {e.strerror}",
+                          path=str(state_dir)) from e
+
+
+def configured_passphrase_sources(config: SignerConfig) -> list[PassphraseSource]:
+    """The configured passphrase sources in order: credential, file, environment, terminal."""
+    sources: list[PassphraseSource] = []
+    if config.passphrase_credential:
+        sources.append(PassphraseSource.credential(config.passphrase_credential,
+                                                   config.credentials_directory))
+    if config.passphrase_file:
+        sources.append(PassphraseSource.file(config.passphrase_file))
+    if config.passphrase_env:
+        sources.append(PassphraseSource.env(config.passphrase_env,
+                                            config.env_value(config.passphrase_env)))
+    if config.passphrase_prompt:
+        sources.append(PassphraseSource.tty())
+    return sources
+
+
+def _check_usable(config: SignerConfig, keystore: Keystore) -> None:
+    """Refuse a keystore that cannot sign in the configured key mode."""
+    policy = config.policy
+    if policy.key_mode == "active":
+        held = keystore.public_keys("active")
+        if len(held) != 1:
+            raise KeystoreError(f"{config.keystore_path}: key_mode 'active' needs exactly one "
+                                f"active key; the keystore holds {len(held)}")
+        return
+    signing = set(keystore.public_keys("signing")) & set(policy.node_keys)
+    if not signing:
+        raise KeystoreError(f"{config.keystore_path}: key_mode 'signing' needs the signing "
+                            "key of at least one configured node; the keystore holds none")
+    missing = [k for k in policy.node_keys if k not in signing]
+    if missing:
+        log.warning("no signing key held for node key(s) %s: cannot switch away from them",
+                    ", ".join(missing))
+
+
+def _lock_state_dir(state_dir: Path) -> Callable[[], None]:
+    """Hold an exclusive lock on the state directory; return its release."""
+    path = state_dir / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise ConfigError(f"cannot open the lock file: {e.strerror}", path=str(path)) from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        # SECURITY: T7 — two signers on one state would each execute the same request.
+        raise ConfigError("another witness-signer is running on this state directory",
+                          path=str(state_dir)) from e
+    return lambda: os.close(fd)
+
+
+def _read_token(path: Path) -> Secret:
+    """A secret from a 0600 file (one line); never echoed in errors."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise ConfigError(f"cannot open: {e.strerror}", path=str(path),
+                          field="notify.twilio_auth_token_file") from e
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode) or mode & 0o077:
+            raise ConfigError("must be a regular file of mode 0600", path=str(path),
+                              field="notify.twilio_auth_token_file")
+        data = f.read(_MAX_TOKEN_BYTES + 1)
+    text = data.decode("utf-8", errors="replace").strip()
+    if not text or len(data) > _MAX_TOKEN_BYTES:
+        raise ConfigError("empty or too large", path=str(path),
+                          field="notify.twilio_auth_token_file")
+    return Secret(text)
+
+
+def _twilio(config: SignerConfig, twilio: TwilioConfig, clock: Clock
+            ) -> tuple[Notifier, Callable[[], None]]:
+    from shared.notify import TwilioNotifier  # noqa: PLC0415 - keep twilio off the default path
+
+    if twilio.auth_token_file is not None:
+        token = _read_token(twilio.auth_token_file)
+    else:
+        value = config.env_value(twilio.auth_token_env)
+        if not value:
+            raise ConfigError("no Twilio auth token: set the file or the environment variable",
+                              path=str(config.path), field="notify.twilio_auth_token_env")
+        token = Secret(value)
+    sms = TwilioNotifier(twilio.account_sid, token, twilio.from_number, twilio.to_numbers,
+                         api_base_url=twilio.api_base_url)
+    queued = NonBlockingNotifier(sms)
+
+    def close() -> None:
+        queued.close()
+        sms.close()
+
+    # A flood of one event is one SMS a minute; an outage is at most 30 an hour.
+    limited = RateLimitedNotifier(queued, per_event_min_interval=timedelta(minutes=1),
+                                  max_per_hour=30, clock=clock)
+    return limited, close
+
+
+def build_service(config: SignerConfig, *,
+                  passphrase_sources: Sequence[PassphraseSource] | None = None,
+                  clock: Clock | None = None, notifier: Notifier | None = None,
+                  options: ServiceOptions | None = None) -> SignerService:
+    """Open the keystore, keys, store, chain and notifier; return the (unstarted) service.
+
+    Raises:
+        KeystoreError: wrong passphrase, unsafe keystore, or no key usable for the key mode.
+        ConfigError: unsafe or unreadable key files, another signer on the state directory.
+        StoreError: the state database cannot be opened.
+    """
+    clock = clock or SystemClock()
+    sources = list(configured_passphrase_sources(config) if passphrase_sources is None
+                   else passphrase_sources)
+    with contextlib.ExitStack() as stack:
+        keystore = Keystore.open(config.keystore_path, read_passphrase(sources))
+        stack.callback(keystore.close)
+        _check_usable(config, keystore)
+        clients = {c.keyid: Client(c.keyid, c.role, load_public_key(c.public_key_path))
+                   for c in config.clients}
+        response_key = load_private_key(config.signer_key_path)
+        _make_state_dir(config.state_dir)
+        stack.callback(_lock_state_dir(config.state_dir))  # released after the store closed
+        store = open_store(config, clock)
+        stack.callback(store.close)
+        from signer.chain import RpcSignerChain  # noqa: PLC0415 - beem loads only here
+
+        chain = RpcSignerChain(JsonRpcClient(config.rpc_nodes, timeout_s=config.rpc_timeout_s),
+                               keystore, profile=config.chain, witness=config.policy.witness,
+                               key_mode=config.policy.key_mode, quorum=config.quorum,
+                               tracker=HeadTracker(config.stale_after),
+                               tx_expiration=config.tx_expiration, clock=clock)
+        closers: list[Callable[[], object]] = []
+        if notifier is None and config.twilio is not None:
+            notifier, close_sms = _twilio(config, config.twilio, clock)
+            closers.append(close_sms)
+        service = SignerService(config, store, chain, clients=clients,
+                                response_key=response_key, notifier=notifier or LogNotifier(),
+                                clock=clock, options=options,
+                                closing=[*closers, stack.pop_all().close])
+        log.info("signer built for %s (%s mode, %s approval, %d client(s))",
+                 config.policy.witness, config.policy.key_mode, config.policy.approval,
+                 len(clients))
+        return service
