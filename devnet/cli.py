@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--slot-seconds", type=float, default=0.5)
     demo.add_argument("--chain", choices=["hive", "steem"], default="hive")
     demo.add_argument("--key-mode", choices=["active", "signing"], default="active")
+    demo.add_argument("--devnet-only", action="store_true",
+                      help="only the chain: stop primary and count the misses (no failover)")
     return p
 
 

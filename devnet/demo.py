@@ -9,6 +9,7 @@ chain shows what it should.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+
+import requests
 
 from devnet.client import DevnetClient
 from devnet.config import DevnetConfig
@@ -93,7 +96,115 @@ def run_demo(args: argparse.Namespace) -> int:
         status = _wait(client, bool, STARTUP_TIMEOUT_S, "the devnet to start")
         timeline.event(status, f"devnet up: chain {status['chain']}, slot "
                        f"{status['slot_seconds']} s, witness alice key = primary")
-        return _devnet_drill(client, timeline, cfg)
+        if args.devnet_only:
+            return _devnet_drill(client, timeline, cfg)
+        signer_url = f"http://127.0.0.1:{cfg.port + 1}"
+        stack.enter_context(_process(
+            [_script("witness-signer"), "serve", "--config", str(directory / "signer.toml")],
+            directory / "signer.log"))
+        _wait_http(f"{signer_url}/healthz", STARTUP_TIMEOUT_S, "the signer to start")
+        timeline.event(client.status(), f"signer up on {signer_url} (holds the chain key)")
+        stack.enter_context(_process(
+            [_script("witness-watcher"), "run", "--config", str(directory / "watcher.toml")],
+            directory / "watcher.log"))
+        timeline.event(client.status(), "watcher up (holds no chain key)")
+        return _failover_drill(client, timeline, cfg, directory)
+
+
+def _wait_http(url: str, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(0.1)
+
+
+def _audit(directory: Path) -> list[dict[str, Any]]:
+    """The signer's audit log so far (JSON lines in its state directory)."""
+    path = directory / "signer-state" / "audit.jsonl"
+    if not path.exists():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    return events
+
+
+def _failover_drill(client: DevnetClient, timeline: Timeline, cfg: DevnetConfig,
+                    directory: Path) -> int:
+    """Crash primary after alice produced; follow the failover to backup1's first block."""
+    status = client.status()
+    keys = {n["name"]: n["public_key"] for n in status["nodes"]}
+    start_confirmed = status["witness"]["last_confirmed_block_num"]
+    status = _wait(client, lambda s: s["witness"]["last_confirmed_block_num"] > start_confirmed,
+                   _slot_budget(cfg, 2), "alice to produce a block")
+    timeline.event(status, f"alice produced block #{status['witness']['last_confirmed_block_num']}"
+                   " (node primary)")
+    missed_before = status["witness"]["total_missed"]
+    client.call("devnet.stop_node", {"name": "primary"})
+    timeline.event(client.status(), "node primary STOPPED (simulated crash)")
+    seen: set[str] = set()
+    budget = time.monotonic() + _slot_budget(cfg, 6)
+    included_in: int | None = None
+    while time.monotonic() < budget:
+        status = client.status()
+        w = status["witness"]
+        if "miss" not in seen and w["total_missed"] > missed_before:
+            seen.add("miss")
+            timeline.event(status, f"first miss visible on chain: total_missed "
+                           f"{missed_before} -> {w['total_missed']}")
+        for event in _audit(directory):
+            name = str(event.get("event"))
+            if name in {"request", "broadcast", "confirmed", "refused", "failed"} and (
+                    name not in seen):
+                seen.add(name)
+                data = event.get("data") or {}
+                extra = f" tx {data.get('tx_id')}" if isinstance(data, dict) and data.get(
+                    "tx_id") else ""
+                timeline.event(status, f"signer: {name}{extra}")
+                if name == "broadcast" and isinstance(data, dict) and data.get("tx_id"):
+                    try:
+                        found = client.call("condenser_api.get_transaction", [data["tx_id"]])
+                        included_in = int(found["block_num"])
+                    except ChainError:
+                        included_in = None
+        if w["signing_key"] == keys["backup1"] and "key" not in seen:
+            seen.add("key")
+            timeline.event(status, "alice's on-chain key is now backup1's")
+        if "key" in seen:
+            first = _first_block_by(client, keys["backup1"], status["head_block_number"])
+            if first is not None:
+                where = f"#{included_in}" if included_in is not None else "(see signer audit)"
+                timeline.event(client.status(), f"switch included in block {where}; "
+                               f"first block by backup1: #{first}")
+                missed = client.status()["witness"]["total_missed"] - missed_before
+                print(f"result: backup1 produced; alice missed {missed} block(s) in the "
+                      "failover; double production "
+                      f"{client.status()['double_production']}", flush=True)
+                print("PASS", flush=True)
+                return 0
+        time.sleep(0.1)
+    print("FAIL: backup1 did not produce in time; see the logs in the drill directory",
+          flush=True)
+    return 1
+
+
+def _first_block_by(client: DevnetClient, key: str, head: int, depth: int = 200) -> int | None:
+    """The number of the earliest recent alice block signed with ``key``."""
+    found = None
+    for n in range(head, max(head - depth, 0), -1):
+        block = client.call("condenser_api.get_block", [n])
+        if block and block["witness"] == "alice" and block["signing_key"] == key:
+            found = n
+    return found
 
 
 def _slot_budget(cfg: DevnetConfig, rounds: int) -> float:

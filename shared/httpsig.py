@@ -2,7 +2,7 @@
 
 Pure functions over plain values: no Flask, no requests, no clock (``now`` is a
 parameter). The only module of ``shared`` that imports ``nacl``; signature bases
-and structured fields live in :mod:`shared.httpsig_base`.
+live in :mod:`shared.httpsig_base`, structured fields in :mod:`shared.sfv`.
 
 The only way from a received request to trusted data is :func:`verify_request`. It
 checks the received bytes as they are: the signature base is rebuilt from the

@@ -1,16 +1,13 @@
 """The crypto-free half of the signing profile (keys and the API live in ``shared.httpsig``).
 
-RFC 8941 structured fields, RFC 9421 signature bases, ``Signature-Input`` checks,
-RFC 9530 digests and the in-memory nonce store. Everything that reads received
-data raises :class:`AuthError` and nothing else. The structured-field parser is
-narrower than RFC 8941 on purpose: no decimals, no display strings, no duplicate
-keys, nothing over a few kilobytes.
+RFC 9421 signature bases, ``Signature-Input`` checks, RFC 9530 digests and the
+in-memory nonce store, over the strict RFC 8941 structured fields of
+:mod:`shared.sfv` (re-exported here). Everything that reads received data raises
+:class:`AuthError` and nothing else.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import heapq
 import hmac
@@ -23,20 +20,69 @@ from datetime import timedelta
 from typing import Final, Protocol
 
 from shared.errors import AuthError, StaleRequestError
+from shared.sfv import (
+    MAX_FIELD_CHARS,
+    MAX_LIST_ITEMS,
+    MAX_MEMBERS,
+    MAX_PARAMS,
+    BareItem,
+    InnerList,
+    Item,
+    Member,
+    Params,
+    Token,
+    b64decode_strict,
+    param,
+    parse_component_id,
+    parse_dictionary,
+    serialize_bare,
+    serialize_item,
+    serialize_member,
+    serialize_params,
+)
 
-MAX_FIELD_CHARS, MAX_MEMBERS, MAX_LIST_ITEMS, MAX_PARAMS = 8192, 16, 32, 16
+__all__ = [
+    "ALG",
+    "KNOWN_PARAMS",
+    "MAX_FIELD_CHARS",
+    "MAX_LIST_ITEMS",
+    "MAX_MEMBERS",
+    "MAX_PARAMS",
+    "NONCE",
+    "BareItem",
+    "Candidate",
+    "Headers",
+    "HttpMessage",
+    "HttpResponse",
+    "InnerList",
+    "Item",
+    "Member",
+    "MemoryNonceStore",
+    "NonceStore",
+    "Params",
+    "Token",
+    "b64decode_strict",
+    "check_content_digest",
+    "check_params",
+    "component_value",
+    "content_digest",
+    "new_nonce",
+    "param",
+    "parse_component_id",
+    "parse_dictionary",
+    "select_signature",
+    "serialize_bare",
+    "serialize_item",
+    "serialize_member",
+    "serialize_params",
+    "signature_base",
+]
+
 ALG: Final = "ed25519"
 NONCE = re.compile(r"[A-Za-z0-9_\-]{16,128}")  # base64url and hex alphabets (DESIGN.md)
 KNOWN_PARAMS = frozenset({"created", "expires", "nonce", "keyid", "alg", "tag"})
 
-_KEY = re.compile(r"[a-z*][a-z0-9_\-.*]*")
-_INTEGER = re.compile(r"-?[0-9]+")
-_STRING = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"')
-_TOKEN = re.compile(r"[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*")
-_BYTES = re.compile(r":([A-Za-z0-9+/=]*):")
-_BOOLEAN = re.compile(r"\?[01]")
 _METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_PRINTABLE = re.compile(r"[\x20-\x7e]*")
 _FIELD_VALUE = re.compile(r"[\t\x20-\x7e]*")
 _VISIBLE = re.compile(r"[!-~]+")
 # An absolute URI as the server saw it (visible ASCII): no userinfo, no fragment.
@@ -45,220 +91,6 @@ _URI = re.compile(
     r"(?::(?P<port>[0-9]{0,5}))?(?P<path>/[^?#]*)?(?:\?(?P<query>[^#]*))?"
 )
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
-
-
-@dataclass(frozen=True)
-class Token:
-    """An RFC 8941 Token (``ed25519`` unquoted), kept apart from a String."""
-
-    value: str
-
-
-BareItem = bool | int | str | bytes | Token
-Params = tuple[tuple[str, BareItem], ...]
-
-
-@dataclass(frozen=True)
-class Item:
-    """A bare item with its parameters, in received order."""
-
-    value: BareItem
-    params: Params = ()
-
-
-@dataclass(frozen=True)
-class InnerList:
-    """A parenthesised list of items with parameters of its own."""
-
-    items: tuple[Item, ...]
-    params: Params = ()
-
-
-Member = Item | InnerList
-
-
-def param(params: Params, name: str) -> BareItem | None:
-    """The value of parameter ``name``, or None when it is absent."""
-    return next((value for key, value in params if key == name), None)
-
-
-class _Parser:
-    """A cursor over one field value; each method consumes one grammar element."""
-
-    def __init__(self, text: str) -> None:
-        if not isinstance(text, str) or len(text) > MAX_FIELD_CHARS or not text.isascii():
-            raise AuthError("structured field is not ASCII text of a sane length")
-        self.text, self.pos = text.strip(" "), 0
-
-    def error(self, what: str) -> AuthError:
-        return AuthError(f"malformed structured field: {what} at offset {self.pos}")
-
-    def peek(self) -> str:
-        return self.text[self.pos:self.pos + 1]
-
-    def match(self, pattern: re.Pattern[str], what: str) -> re.Match[str]:
-        found = pattern.match(self.text, self.pos)
-        if found is None:
-            raise self.error(f"expected {what}")
-        self.pos = found.end()
-        return found
-
-    def skip(self, chars: str) -> None:
-        while self.peek() and self.peek() in chars:
-            self.pos += 1
-
-    def dictionary(self) -> dict[str, Member]:
-        members: dict[str, Member] = {}
-        while self.peek():
-            key = self.match(_KEY, "a key").group()
-            if key in members or len(members) >= MAX_MEMBERS:
-                # SECURITY: RFC 8941 lets the last duplicate win, other parsers may keep
-                # the first; refusing duplicates removes an ambiguity attackers could use.
-                raise self.error(f"duplicate key {key!r} or too many members")
-            if self.peek() == "=":
-                self.pos += 1
-                members[key] = self.inner_list() if self.peek() == "(" else self.item()
-            else:
-                members[key] = Item(True, self.params())
-            self.skip(" \t")
-            if not self.peek():
-                break
-            if self.peek() != ",":
-                raise self.error("expected ','")
-            self.pos += 1
-            self.skip(" \t")
-            if not self.peek():
-                raise self.error("trailing ','")
-        return members
-
-    def inner_list(self) -> InnerList:
-        self.pos += 1  # the "("
-        items: list[Item] = []
-        while True:
-            self.skip(" ")
-            if self.peek() == ")":
-                self.pos += 1
-                return InnerList(tuple(items), self.params())
-            if len(items) >= MAX_LIST_ITEMS:
-                raise self.error("too many list items")
-            items.append(self.item())
-            if self.peek() not in (" ", ")"):
-                raise self.error("expected ' ' or ')'")
-
-    def item(self) -> Item:
-        return Item(self.bare_item(), self.params())
-
-    def params(self) -> Params:
-        out: dict[str, BareItem] = {}
-        while self.peek() == ";":
-            self.pos += 1
-            self.skip(" ")
-            key = self.match(_KEY, "a parameter key").group()
-            if key in out or len(out) >= MAX_PARAMS:
-                raise self.error(f"duplicate parameter {key!r} or too many")
-            out[key] = True
-            if self.peek() == "=":
-                self.pos += 1
-                out[key] = self.bare_item()
-        return tuple(out.items())
-
-    def bare_item(self) -> BareItem:
-        first = self.peek()
-        if first == "-" or first.isdigit():
-            digits = self.match(_INTEGER, "an integer").group()
-            if len(digits.lstrip("-")) > 15 or self.peek() == ".":
-                raise self.error("integer too long, or a decimal")
-            return int(digits)
-        if first == '"':
-            text = self.match(_STRING, "a string").group(1)
-            return re.sub(r"\\([\"\\])", r"\1", text) if "\\" in text else text
-        if first == ":":
-            return b64decode_strict(self.match(_BYTES, "a byte sequence").group(1))
-        if first == "?":
-            return self.match(_BOOLEAN, "a boolean").group() == "?1"
-        if first.isalpha() or first == "*":
-            return Token(self.match(_TOKEN, "a token").group())
-        raise self.error("expected an item")
-
-
-def parse_dictionary(text: str) -> dict[str, Member]:
-    """Parse an RFC 8941 Dictionary field value, strictly.
-
-    Raises:
-        AuthError: not a well-formed dictionary within our limits.
-    """
-    return _Parser(text).dictionary()
-
-
-def parse_component_id(text: str) -> Item:
-    """Turn ``@method`` or ``"signature";req;key="sig1"`` into a component identifier.
-
-    Raises:
-        AuthError: not a lowercase structured-field string with parameters.
-    """
-    parser = _Parser(text if text.startswith('"') else f'"{text}"')
-    item = parser.item()
-    if parser.peek() or not isinstance(item.value, str) or item.value != item.value.lower():
-        raise parser.error("expected one lowercase component identifier")
-    return item
-
-
-def b64decode_strict(text: str) -> bytes:
-    """Decode padded standard base64, refusing any non-canonical spelling.
-
-    Raises:
-        AuthError: invalid or non-canonical base64.
-    """
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise AuthError("invalid base64") from e
-    # SECURITY: otherwise flipping unused low bits of the last character would give a
-    # second spelling of the same bytes: a changed Signature field that still verifies.
-    if base64.b64encode(raw).decode("ascii") != text:
-        raise AuthError("non-canonical base64")
-    return raw
-
-
-def serialize_bare(value: BareItem) -> str:
-    """Serialize one bare item (RFC 8941 section 4.1).
-
-    Raises:
-        AuthError: the value cannot be represented (bad token or string, huge integer).
-    """
-    if isinstance(value, bool):
-        return "?1" if value else "?0"
-    if isinstance(value, int):
-        if abs(value) >= 10**15:
-            raise AuthError("integer out of structured-field range")
-        return str(value)
-    if isinstance(value, bytes):
-        return ":" + base64.b64encode(value).decode("ascii") + ":"
-    if isinstance(value, Token):
-        if not _TOKEN.fullmatch(value.value):
-            raise AuthError("invalid token")
-        return value.value
-    if not _PRINTABLE.fullmatch(value):
-        raise AuthError("strings must be printable ASCII")
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def serialize_params(params: Params) -> str:
-    """Serialize parameters; a true boolean is written as the bare key."""
-    return "".join(f";{k}" if v is True else f";{k}={serialize_bare(v)}" for k, v in params)
-
-
-def serialize_item(item: Item) -> str:
-    """Serialize an item with its parameters."""
-    return serialize_bare(item.value) + serialize_params(item.params)
-
-
-def serialize_member(member: Member) -> str:
-    """Serialize a dictionary member's value, as RFC 9421 section 2.1.2 ``key=`` needs."""
-    if isinstance(member, InnerList):
-        inner = " ".join(serialize_item(item) for item in member.items)
-        return f"({inner}){serialize_params(member.params)}"
-    return serialize_item(member)
 
 
 class Headers(Mapping[str, str]):

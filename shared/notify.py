@@ -50,7 +50,7 @@ class Notifier(Protocol):
 
 
 class RevealsSecret(Protocol):
-    """A redacting secret wrapper, such as ``signer.keystore.Secret``."""
+    """A redacting secret wrapper, such as :class:`shared.secret.Secret`."""
 
     def reveal(self) -> str:
         """Return the secret itself."""

@@ -12,7 +12,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import stat
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +23,7 @@ from shared.notify import LogNotifier, NonBlockingNotifier, Notifier, RateLimite
 from shared.rpc import HeadTracker, JsonRpcClient
 from signer.config import SignerConfig, TwilioConfig
 from signer.keystore import Keystore, PassphraseSource, Secret, read_passphrase
+from signer.privatefile import read_private_file
 from signer.service import Client, ServiceOptions, SignerService
 from signer.store import Store
 
@@ -108,22 +108,15 @@ def _lock_state_dir(state_dir: Path) -> Callable[[], None]:
 
 
 def _read_token(path: Path) -> Secret:
-    """A secret from a 0600 file (one line); never echoed in errors."""
+    """The Twilio auth token from a 0600 file (one line); never echoed in errors."""
+    field = "notify.twilio_auth_token_file"
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as e:
-        raise ConfigError(f"cannot open: {e.strerror}", path=str(path),
-                          field="notify.twilio_auth_token_file") from e
-    with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(f.fileno()).st_mode
-        if not stat.S_ISREG(mode) or mode & 0o077:
-            raise ConfigError("must be a regular file of mode 0600", path=str(path),
-                              field="notify.twilio_auth_token_file")
-        data = f.read(_MAX_TOKEN_BYTES + 1)
-    text = data.decode("utf-8", errors="replace").strip()
-    if not text or len(data) > _MAX_TOKEN_BYTES:
-        raise ConfigError("empty or too large", path=str(path),
-                          field="notify.twilio_auth_token_file")
+        data = read_private_file(path, "Twilio auth token", _MAX_TOKEN_BYTES)
+    except KeystoreError as e:
+        raise ConfigError(str(e), field=field) from e
+    text = "" if data is None else data.decode("utf-8", errors="replace").strip()
+    if not text:
+        raise ConfigError("missing or empty", path=str(path), field=field)
     return Secret(text)
 
 

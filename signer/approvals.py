@@ -163,7 +163,10 @@ def parse_verdict(body: bytes) -> str:
     doc = parse_json_object(body)
     if set(doc) - {"note"}:
         _invalid("only a note may accompany a verdict")
-    note = doc.get("note", "")
+    return _checked_note(doc.get("note", ""))
+
+
+def _checked_note(note: object) -> str:
     if not isinstance(note, str) or len(note) > _REASON_MAX or _CONTROL.search(note) or (
             _WIF_LIKE.search(note)):
         _invalid(f"note must be a string of at most {_REASON_MAX} printable characters")
@@ -236,6 +239,7 @@ def _verdict(store: Store, request_id: str, actor: str, now: datetime, *,
              verdict: Verdict, note: str) -> RequestRecord:
     if not actor:
         raise PolicyError("a verdict needs the identity of who gives it")
+    note = _checked_note(note)  # before any change: the audit line must not be refused after
     record = _load(store, request_id)
     if record.state != "pending":
         raise PolicyError(f"request {request_id} is {record.state}, no longer pending")
@@ -263,6 +267,7 @@ def approve_request(store: Store, request_id: str, actor: str, now: datetime,
         RequestNotFoundError: no such request.
         ForbiddenError: ``actor`` is the client that asked for the switch.
         PolicyError: the request is no longer pending, or its approval window passed.
+        RequestInvalidError: the note is too long or looks like a secret.
     """
     return _verdict(store, request_id, actor, now, verdict="approve", note=note)
 
@@ -274,6 +279,7 @@ def deny_request(store: Store, request_id: str, actor: str, now: datetime,
     Raises:
         RequestNotFoundError: no such request.
         PolicyError: the request is no longer pending.
+        RequestInvalidError: the note is too long or looks like a secret.
     """
     return _verdict(store, request_id, actor, now, verdict="deny", note=note)
 

@@ -1,11 +1,9 @@
 """``witness-signer``: the signer's composition root and its operator commands.
 
-``serve`` loads signer.toml once and hands it to :func:`signer.app.build_service`
-inside gunicorn's worker (:mod:`signer.serving`). The operator commands work on
-the same SQLite state as the running server (``pending``, ``approve``, ``deny``,
-``audit``), on the chain through the configured nodes (``status``) or on the
-keystore (``keystore create|import|list``). No command prints a private key or
-a passphrase.
+``serve`` loads signer.toml once and builds the service in gunicorn's worker
+(:mod:`signer.serving`); ``pending``/``approve``/``deny``/``audit`` work on the running
+server's SQLite state, ``status`` on the chain, ``keystore`` on the keystore. No command
+prints a private key or a passphrase.
 """
 
 from __future__ import annotations
@@ -60,8 +58,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="witness-signer",
         description="The witness-failover signer: the only process that holds a chain key. "
         "It serves the signed HTTP API the watcher calls, applies its own policy and "
-        "switches the witness's signing key. Exit status: 0 ok, 2 configuration, keystore "
-        "or refused operation, 3 chain error.",
+        "switches the witness's signing key. Exit status: 0 ok, 1 other failure (e.g. the "
+        "port is in use), 2 configuration, keystore, file mode or refused operation, 3 chain "
+        "error (unreachable, or a node on another chain).",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -72,11 +71,13 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("--config", type=Path, required=True, help=_CONFIG_HELP)
         return cmd
 
-    command("serve", "open the keystore, check the chain id, reconcile interrupted "
-            "switches, then serve the API with gunicorn (one worker process, "
-            "signer.threads threads) until SIGTERM")
-    command("status", "show the witness as the signer's configured RPC nodes report it, "
-            "and the signer's armed baseline; needs no key").add_argument(
+    command("serve", "open the keystore, check the nodes' chain id, reconcile interrupted "
+            "switches, then serve the API with gunicorn (one worker process with "
+            "signer.threads threads) until SIGTERM; refuses to start on a bad config, "
+            "keystore, passphrase, file mode or chain id")
+    command("status", "show the witness as each configured RPC node reports it, and the "
+            "signer's armed baseline; needs no key; exit 3 when no node answers or one is "
+            "on another chain").add_argument(
         "--json", action="store_true", help="print JSON instead of text")
     command("pending", "list the failover requests waiting for an operator's approval "
             "(read from the state database)").add_argument(
@@ -302,8 +303,7 @@ def _passphrase(config: SignerConfig, *, confirm: bool = False) -> Secret:
 def cmd_keystore(config: SignerConfig, args: argparse.Namespace) -> int:
     if args.keystore_command == "create":
         create_keystore(config.keystore_path, _passphrase(config, confirm=True)).close()
-        print(f"created an empty keystore at {config.keystore_path}; next: "
-              "witness-signer keystore import")
+        print(f"created an empty keystore at {config.keystore_path}; next: keystore import")
         return EXIT_OK
     passphrase = _passphrase(config)
     with Keystore.open(config.keystore_path, passphrase) as store:

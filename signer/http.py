@@ -119,13 +119,13 @@ def create_app(service: SignerService, max_body_bytes: int) -> Flask:
 
     @app.errorhandler(AuthError)
     def unauthorized(e: AuthError) -> Response:
-        log.warning("%s %s: unauthorized: %r", request.method, request.path, e)
+        log.warning("%s %r: unauthorized: %r", request.method, request.path, e)
         g.pop("auth", None)  # SECURITY: never sign an answer to an unverified request
         return respond(Answer(401, {"error": "unauthorized"}))
 
     @app.errorhandler(PolicyError)
     def refused(e: PolicyError) -> Response:
-        log.info("%s %s: refused (%d): %s", request.method, request.path, e.status, e)
+        log.info("%s %r: refused (%d): %s", request.method, request.path, e.status, e)
         if e.status == 403:
             return respond(Answer(403, {"error": "forbidden"}))
         return respond(Answer(e.status, {"error": "refused", "state": "refused",
@@ -133,7 +133,7 @@ def create_app(service: SignerService, max_body_bytes: int) -> Flask:
 
     @app.errorhandler(RequestInvalidError)
     def invalid(e: RequestInvalidError) -> Response:
-        log.info("%s %s: invalid (%d): %s", request.method, request.path, e.status, e)
+        log.info("%s %r: invalid (%d): %s", request.method, request.path, e.status, e)
         body: dict[str, object] = {"error": "invalid request"}
         if e.status == 422 and g.get("auth") is not None:
             body["detail"] = str(e)  # only an authenticated client learns what was wrong
@@ -141,28 +141,28 @@ def create_app(service: SignerService, max_body_bytes: int) -> Flask:
 
     @app.errorhandler(RequestNotFoundError)
     def not_found(e: RequestNotFoundError) -> Response:
-        log.info("%s %s: %s", request.method, request.path, e)
+        log.info("%s %r: %s", request.method, request.path, e)
         return respond(Answer(404, {"error": "not found"}))
 
     @app.errorhandler(ChainError)
     def chain_unavailable(e: ChainError) -> Response:
-        log.warning("%s %s: chain: %s", request.method, request.path, e)
+        log.warning("%s %r: chain: %s", request.method, request.path, e)
         return respond(Answer(503, {"error": "chain unavailable"}))
 
     @app.errorhandler(FailoverError)
     def failed(e: FailoverError) -> Response:
-        log.error("%s %s: %s: %s", request.method, request.path, type(e).__name__, e)
+        log.error("%s %r: %s: %s", request.method, request.path, type(e).__name__, e)
         return respond(Answer(500, {"error": "internal error"}))
 
     @app.errorhandler(HTTPException)
     def http_error(e: HTTPException) -> Response:
         code = e.code or 500
-        log.info("%s %s: HTTP %d", request.method, request.path, code)
+        log.info("%s %r: HTTP %d", request.method, request.path, code)
         return respond(Answer(code, {"error": (e.name or "error").lower()}))
 
     @app.errorhandler(Exception)
     def crashed(e: Exception) -> Response:
-        log.error("%s %s: unexpected error", request.method, request.path, exc_info=e)
+        log.error("%s %r: unexpected error", request.method, request.path, exc_info=e)
         g.pop("auth", None)
         return Response(b'{"error":"internal error"}', status=500, content_type=_JSON)
 

@@ -16,17 +16,9 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import getpass
 import json
-import logging
-import os
 import re
-import stat
-import sys
-import tempfile
 import threading
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, NoReturn, Protocol, TypeGuard, cast, get_args
 
@@ -38,9 +30,33 @@ from beemgraphenebase.account import PrivateKey, PublicKey
 from beemgraphenebase.base58 import base58CheckDecode, base58CheckEncode
 
 from shared.chains import ADDRESS_PREFIX
-from shared.errors import ChainDataError, KeystoreError
+from shared.errors import KeystoreError
+from shared.secret import Secret
+from signer.authority import check_authority
+from signer.passphrase import PassphraseSource, read_passphrase, read_wif_noecho
+from signer.privatefile import read_private_file, write_private_file
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "FORMAT",
+    "MEMLIMIT_INTERACTIVE",
+    "MEMLIMIT_MIN",
+    "MEMLIMIT_MODERATE",
+    "OPSLIMIT_INTERACTIVE",
+    "OPSLIMIT_MIN",
+    "OPSLIMIT_MODERATE",
+    "ROLES",
+    "VERSION",
+    "Keystore",
+    "PassphraseSource",
+    "Role",
+    "Secret",
+    "SignableTransaction",
+    "SigningKey",
+    "check_authority",
+    "create_keystore",
+    "read_passphrase",
+    "read_wif_noecho",
+]
 
 Role = Literal["active", "signing"]
 ROLES: Final[tuple[str, ...]] = get_args(Role)
@@ -60,30 +76,6 @@ _OPSLIMIT_CEILING: Final = 64
 _MAX_FILE_BYTES: Final = 1 << 20
 _SECP256K1_ORDER: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _CHAIN_ID = re.compile(r"[0-9a-f]{64}")
-_CREDENTIAL_NAME = re.compile(r"[A-Za-z0-9_.@-]+")
-
-
-class Secret:
-    """A string that must never be printed: redacted repr, no pickling, explicit reveal()."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        if not isinstance(value, str):
-            raise TypeError("Secret wraps a str")
-        self._value = value
-
-    def reveal(self) -> str:
-        """Return the secret itself; call only where it is consumed."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<Secret redacted>"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> NoReturn:
-        raise TypeError("a Secret cannot be pickled")
 
 
 class SignableTransaction(Protocol):
@@ -174,7 +166,7 @@ class Keystore:
             KeystoreError: missing or unsafe file, bad format, or wrong passphrase.
         """
         path = Path(path)
-        raw_file = _read_private_file(path, "keystore", _MAX_FILE_BYTES)
+        raw_file = read_private_file(path, "keystore", _MAX_FILE_BYTES)
         if raw_file is None:
             raise KeystoreError(f"{path}: no keystore here; create or import one first")
         salt, box, opslimit, memlimit = _parse_envelope(path, raw_file)
@@ -311,145 +303,8 @@ def create_keystore(
     return store
 
 
-@dataclass(frozen=True)
-class PassphraseSource:
-    """One place the keystore passphrase may come from; build with the class methods."""
-
-    kind: Literal["tty", "file", "env"]
-    path: Path | None = None
-    env_name: str | None = None
-    env_value: Secret | None = field(default=None, repr=False)
-    prompt: str = "Keystore passphrase: "
-
-    @classmethod
-    def tty(cls, prompt: str = "Keystore passphrase: ") -> PassphraseSource:
-        """Prompt on the terminal without echo; skipped when stdin is not a TTY."""
-        return cls("tty", prompt=prompt)
-
-    @classmethod
-    def file(cls, path: str | Path) -> PassphraseSource:
-        """Read a 0600 file; one trailing newline is stripped; skipped if missing."""
-        return cls("file", path=Path(path))
-
-    @classmethod
-    def credential(cls, name: str, credentials_directory: str | None) -> PassphraseSource:
-        """A systemd ``LoadCredential`` file; pass the value of ``$CREDENTIALS_DIRECTORY``.
-
-        Raises:
-            KeystoreError: ``name`` is not a plain file name.
-        """
-        if not _CREDENTIAL_NAME.fullmatch(name) or name in {".", ".."}:
-            raise KeystoreError(f"credential name {name!r} must be a plain file name")
-        path = Path(credentials_directory, name) if credentials_directory else None
-        return cls("file", path=path)
-
-    @classmethod
-    def env(cls, name: str, value: str | None) -> PassphraseSource:
-        """An environment variable's value, read by the config module; logs a warning when used."""
-        return cls("env", env_name=name, env_value=None if value is None else Secret(value))
-
-
-def read_passphrase(sources: PassphraseSource | Sequence[PassphraseSource]) -> Secret:
-    """Return the passphrase from the first available source, in the order given.
-
-    A TTY source is skipped when stdin is not a terminal, a file source when the
-    file does not exist, an env source when the variable is unset.
-
-    Raises:
-        KeystoreError: no source available, an unsafe file mode, or an empty passphrase.
-    """
-    for source in [sources] if isinstance(sources, PassphraseSource) else sources:
-        text: str | None = None
-        if source.kind == "tty" and sys.stdin is not None and sys.stdin.isatty():
-            try:
-                text = getpass.getpass(source.prompt)
-            except EOFError as e:
-                raise KeystoreError("no passphrase entered") from e
-        elif source.kind == "file" and source.path is not None:
-            data = _read_private_file(source.path, "passphrase file", 64 << 10)
-            if data is not None:
-                try:
-                    text = data.decode()
-                except UnicodeDecodeError:
-                    raise KeystoreError(f"{source.path}: passphrase is not UTF-8") from None
-                text = text.removesuffix("\n").removesuffix("\r") if text.endswith("\n") else text
-        elif source.kind == "env" and source.env_value is not None:
-            log.warning(
-                "keystore passphrase taken from environment variable %s: environment "
-                "variables leak via /proc/<pid>/environ, child processes and crash dumps; "
-                "prefer a credential file (systemd LoadCredential)",
-                source.env_name,
-            )
-            text = source.env_value.reveal()
-        if text is not None:
-            if not text:
-                raise KeystoreError(f"empty passphrase from {_describe(source)}")
-            return Secret(text)
-        log.debug("passphrase source %s not available", _describe(source))
-    raise KeystoreError("no passphrase source available (no TTY, no credential file, no env)")
-
-
-def read_wif_noecho(prompt: str = "WIF private key: ") -> Secret:
-    """Read a WIF from the terminal without echo (for ``keystore import``).
-
-    Raises:
-        KeystoreError: nothing was entered.
-    """
-    try:
-        text = getpass.getpass(prompt).strip()
-    except EOFError as e:
-        raise KeystoreError("no key entered") from e
-    if not text:
-        raise KeystoreError("no key entered")
-    return Secret(text)
-
-
-def check_authority(
-    pubkey: str,
-    mode: str,
-    account_info: Mapping[str, Any],
-    configured_node_keys: Collection[str],
-) -> None:
-    """Check that ``pubkey`` may act for the witness in ``mode``; pure, no I/O.
-
-    ``active``: ``pubkey`` alone satisfies the account's active authority
-    (a key_auths weight >= weight_threshold). ``signing``: ``pubkey`` is one of
-    the configured node keys. ``account_info`` is the node's account object.
-
-    Raises:
-        KeystoreError: the key lacks the authority, or the mode is unknown.
-        ChainDataError: ``account_info`` is not shaped like an account.
-    """
-    if mode == "signing":
-        if pubkey not in configured_node_keys:
-            raise KeystoreError(f"{pubkey} is not one of the configured node keys")
-        return
-    if mode != "active":
-        raise KeystoreError(f"unknown key mode {mode!r}; expected 'active' or 'signing'")
-    name = account_info.get("name")
-    active = account_info.get("active")
-    if not isinstance(name, str) or not isinstance(active, Mapping):
-        raise ChainDataError("account object lacks name or active authority")
-    threshold = active.get("weight_threshold")
-    key_auths = active.get("key_auths")
-    if not _is_int(threshold) or threshold < 1 or not isinstance(key_auths, list):
-        raise ChainDataError(f"malformed active authority for {name}")
-    for item in key_auths:
-        if not (isinstance(item, list | tuple) and len(item) == 2 and _is_int(item[1])):
-            raise ChainDataError(f"malformed key_auths entry for {name}")
-        if item[0] == pubkey and item[1] >= threshold:
-            return
-    raise KeystoreError(f"key has no active authority over {name}")
-
-
 def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _describe(source: PassphraseSource) -> str:
-    if source.kind == "file":
-        return f"file {source.path}" if source.path else "credential (no $CREDENTIALS_DIRECTORY)"
-    return f"environment variable {source.env_name}" if source.kind == "env" else "terminal"
 
 
 def _raw_from_wif(wif: str) -> bytearray | None:
@@ -469,34 +324,6 @@ def _raw_from_wif(wif: str) -> bytearray | None:
 
 def _wif_from_raw(raw: bytearray) -> str:
     return cast(str, base58CheckEncode(0x80, raw.hex()))
-
-
-def _read_private_file(path: Path, what: str, limit: int) -> bytes | None:
-    """Return the file's bytes, or None if it does not exist.
-
-    Raises:
-        KeystoreError: not a regular file, readable by group/others, too big, or unreadable.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise KeystoreError(f"{path}: cannot open {what}: {e.strerror}") from e
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())  # SECURITY: the mode of the file we read, not of a path
-        if not stat.S_ISREG(st.st_mode):
-            raise KeystoreError(f"{path}: {what} is not a regular file")
-        mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o077:
-            raise KeystoreError(
-                f"{path}: {what} has mode {mode:04o}, accessible by group or others; "
-                f"refusing to use it. Fix with: chmod 600 {path}"
-            )
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise KeystoreError(f"{path}: {what} is larger than {limit} bytes")
-    return data
 
 
 def _parse_envelope(path: Path, data: bytes) -> tuple[bytes, bytes, int, int]:
@@ -561,24 +388,4 @@ def _write_keystore(
         "cipher": {"name": "xsalsa20poly1305",
                    "box": base64.b64encode(bytes(box.encrypt(plaintext))).decode()},
     }
-    data = (json.dumps(doc, indent=2) + "\n").encode()
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:
-        raise KeystoreError(f"{path}: cannot write keystore: {e.strerror}") from e
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise KeystoreError(f"{path}: cannot write keystore: {e.strerror}") from e
+    write_private_file(path, (json.dumps(doc, indent=2) + "\n").encode(), "keystore")

@@ -14,12 +14,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from shared.clock import Clock
 from shared.errors import (
     AuthError,
+    ChainDataError,
     ChainError,
     ChainUnavailableError,
     ForbiddenError,
@@ -123,18 +124,19 @@ class RouteForbiddenError(ForbiddenError):
         self.auth = auth
 
 
-@dataclass
 class _Window:
-    """Event times inside a sliding window."""
+    """Counts events inside a sliding window, up to ``limit + 1`` (bounded under a flood)."""
 
-    span: timedelta
-    times: deque[datetime] = field(default_factory=deque)
+    def __init__(self, span: timedelta, limit: int) -> None:
+        self._span = span
+        self._times: deque[datetime] = deque(maxlen=limit + 1)
 
     def add(self, now: datetime) -> int:
-        while self.times and now - self.times[0] >= self.span:
-            self.times.popleft()
-        self.times.append(now)
-        return len(self.times)
+        """Record an event; return how many are in the window (at most ``limit + 1``)."""
+        while self._times and now - self._times[0] >= self._span:
+            self._times.popleft()
+        self._times.append(now)
+        return len(self._times)
 
 
 class SignerService:
@@ -156,7 +158,8 @@ class SignerService:
         self._clock = clock
         self._closing = list(closing)
         self._lock = threading.Lock()
-        self._auth_failures = _Window(timedelta(minutes=1))
+        self._auth_failures = _Window(timedelta(minutes=1),
+                                      self.options.auth_failures_alert_per_min)
         self._last_auth_alert: datetime | None = None
         self._asks: dict[str, _Window] = {}
         self.executor = Executor(store, chain, config.policy, notifier, clock,
@@ -169,24 +172,30 @@ class SignerService:
     def start(self) -> None:
         """Check the chain id, arm, reconcile (:meth:`reconcile`), then start the worker.
 
-        An unreachable chain is not fatal: the worker retries and requests get 503.
+        An unreadable chain is not fatal: the worker retries and requests get 503.
 
         Raises:
             ChainDataError: a node is on another chain.
         """
         try:
             self.executor.startup()
-        except ChainUnavailableError as e:
-            log.warning("chain unavailable at start-up; will retry: %s", e)
+        except ChainError as e:
+            if isinstance(e, ChainDataError) and not self.executor.chain_verified:
+                raise
+            log.warning("chain not readable at start-up; will retry: %s", e)
         self._worker.start()
 
     def reconcile(self) -> None:
         """Settle requests a crash left in ``received`` or ``broadcast`` from the chain."""
         self.executor.reconcile()
 
+    def stop(self) -> None:
+        """Stop the worker thread after its current step."""
+        self._worker.stop()
+
     def close(self) -> None:
         """Stop the worker, then release what the composition root handed over."""
-        self._worker.stop()
+        self.stop()
         closing, self._closing = self._closing, []  # idempotent: close each thing once
         for close in closing:
             try:
@@ -226,7 +235,8 @@ class SignerService:
         log.warning("authentication failed (%s): %s", type(error).__name__, error)
         if alert:
             notify_safely(self._notifier, "auth_failures",
-                          f"{count} failed authentications in the last minute at the signer")
+                          f"more than {count - 1} failed authentications in the last minute "
+                          "at the signer")
 
     # ---- answers ---------------------------------------------------------------------
 
@@ -290,7 +300,8 @@ class SignerService:
     def _count_ask(self, keyid: str) -> None:
         now = self._clock.now()
         with self._lock:
-            window = self._asks.setdefault(keyid, _Window(timedelta(minutes=1)))
+            window = self._asks.setdefault(keyid, _Window(
+                timedelta(minutes=1), self.options.failover_requests_per_min))
             count = window.add(now)
         if count > self.options.failover_requests_per_min:
             raise RateLimitedError(f"more than {self.options.failover_requests_per_min} "
@@ -322,16 +333,17 @@ class SignerService:
             notify_safely(self._notifier, "approval_needed",
                           pending_notice(self.config.policy.witness, record.id, what, plan))
         else:
-            approved = self.store.get(record.id)
-            if approved is not None and approved.state == "approved":
-                try:
-                    self.executor.execute(approved)
-                except ChainError as e:
-                    log.warning("request %s stays approved: %s", record.id, e)
-                    self._worker.wake()
-        current = self.store.get(record.id)
-        assert current is not None
-        return current
+            try:  # the same path the worker takes: re-read, re-decide, build, send
+                self.executor.execute(self._current(record.id))
+            except ChainError as e:
+                log.warning("request %s stays approved: %s", record.id, e)
+                self._worker.wake()
+        return self._current(record.id)
+
+    def _current(self, request_id: str) -> RequestRecord:
+        record = self.store.get(request_id)
+        assert record is not None  # rows are never deleted (append-only history)
+        return record
 
     def _await(self, record: RequestRecord) -> RequestRecord:
         """Wait a short budget for the worker to confirm; the client follows up with GET."""
@@ -360,30 +372,28 @@ class SignerService:
 
     def status(self, auth: Authenticated) -> Answer:
         """The witness as the signer sees it, its mode, and the open requests."""
-        body: dict[str, object] = {"witness": self.config.policy.witness,
-                                   "ready": self.executor.ready,
-                                   "approval": self.config.policy.approval,
-                                   "key_mode": self.config.policy.key_mode,
-                                   "node_keys": list(self.config.policy.node_keys),
-                                   "min_missed": self.config.policy.min_missed}
-        armed = self.store.get_armed()
-        body["armed"] = None if armed is None else {
-            "baseline_missed": armed.baseline_missed, "armed_key": armed.armed_key,
-            "armed_at": armed.armed_at.isoformat(), "rounds": armed.rounds}
+        policy, armed = self.config.policy, self.store.get_armed()
+        body: dict[str, object] = {
+            "witness": policy.witness, "ready": self.executor.ready, "chain": None,
+            "approval": policy.approval, "key_mode": policy.key_mode,
+            "node_keys": list(policy.node_keys), "min_missed": policy.min_missed,
+            "armed": None if armed is None else {
+                "baseline_missed": armed.baseline_missed, "armed_key": armed.armed_key,
+                "armed_at": armed.armed_at.isoformat(), "rounds": armed.rounds},
+            # SECURITY: like get_request, a watcher sees only the requests it sent.
+            "open_requests": [describe_request(self.store, r) for state in _OPEN_STATES
+                              for r in requests_in(self.store, state)
+                              if auth.role == "operator" or r.client_keyid == auth.keyid]}
         try:
             view = self._chain.read_view()
         except ChainError as e:
             log.warning("status: chain unavailable: %s", e)
-            body["chain"] = None
-        else:
-            body["chain"] = {"head_block_num": view.head_block_num,
-                             "signing_key": view.signing_key,
-                             "total_missed": view.total_missed,
-                             "nodes_agreeing": view.nodes_agreeing}
-            if armed is not None:
-                body["new_misses"] = view.total_missed - armed.baseline_missed
-        body["open_requests"] = [describe_request(self.store, r) for state in _OPEN_STATES
-                                 for r in requests_in(self.store, state)]
+            return Answer(200, body)
+        body["chain"] = {"head_block_num": view.head_block_num, "signing_key": view.signing_key,
+                         "total_missed": view.total_missed,
+                         "nodes_agreeing": view.nodes_agreeing}
+        if armed is not None:
+            body["new_misses"] = view.total_missed - armed.baseline_missed
         return Answer(200, body)
 
     def get_request(self, auth: Authenticated, request_id: str) -> Answer:

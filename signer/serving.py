@@ -150,7 +150,10 @@ def serve(options: ServeOptions, boot: Boot, *, announce: Callable[[str], None],
             reported = os.read(read_fd, 1)
             if reported and reported[0] != _NO_REPORT:
                 return reported[0]
-        return status
+        # A boot failure that is not ours (a bug): gunicorn's own status 3 or 4 would
+        # read as "chain error" to a caller.
+        booting = {Arbiter.WORKER_BOOT_ERROR, Arbiter.APP_LOAD_ERROR}
+        return BOOT_FAILED if status in booting else status
     finally:
         os.close(read_fd)
         os.close(write_fd)

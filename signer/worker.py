@@ -86,7 +86,8 @@ class Executor:
         self.policy = policy
         self.quorum = quorum
         self.lock = threading.RLock()
-        self.ready = False
+        self.chain_verified = False  # every reachable node proved the chain id
+        self.ready = False  # ... and the signer is armed and reconciled
         self._notifier = notifier
         self._clock = clock
         self._confirm_timeout = confirm_timeout
@@ -100,12 +101,15 @@ class Executor:
         """Check the chain id, arm on first start, reconcile; then accept work.
 
         Raises:
-            ChainDataError: a node is on another chain (fatal).
+            ChainDataError: a node is on another chain (fatal while ``chain_verified`` is
+                False; afterwards a transient disagreement between nodes).
             ChainUnavailableError: the chain could not be read; try again later.
         """
         with self.lock:
-            # SECURITY: T6 — nothing is signed before every reachable node proved its chain id.
-            self.chain.check_chain_id()
+            if not self.chain_verified:
+                # SECURITY: T6 — nothing is signed before the nodes proved their chain id.
+                self.chain.check_chain_id()
+                self.chain_verified = True
             if self.store.get_armed() is None:
                 view = self.chain.read_view()
                 now = self._clock.now()
@@ -137,11 +141,12 @@ class Executor:
         self._next_startup = now + _STARTUP_RETRY
         try:
             self.startup()
-        except ChainDataError as e:
-            log.critical("signer not ready: %s", e)
-            notify_safely(self._notifier, "signer_not_ready", f"signer refuses to act: {e}")
         except ChainError as e:
-            log.warning("signer not ready yet, chain unavailable: %s", e)
+            if isinstance(e, ChainDataError) and not self.chain_verified:
+                log.critical("signer not ready: %s", e)
+                notify_safely(self._notifier, "signer_not_ready", f"signer refuses to act: {e}")
+            else:
+                log.warning("signer not ready yet: %s", e)
 
     # ---- the worker's tick ---------------------------------------------------------------
 

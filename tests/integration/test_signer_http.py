@@ -1,4 +1,4 @@
-"""The signer's HTTP API, in-process, over a real devnet: rejections change nothing; switches once."""
+"""The signer's HTTP API in-process over a real devnet: rejections change nothing, switches once."""
 
 from __future__ import annotations
 
@@ -23,8 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from requests_http_signature import HTTPSignatureAuth, algorithms
 from support.devnet_proc import RunningDevnet, running_devnet
+from support.fake_twilio import FakeTwilio
+from support.twilio_fixture import FAKE_ACCOUNT_SID, FAKE_AUTH_TOKEN
 from werkzeug.serving import make_server
 
+from devnet.keys import PrivateKey
+from shared.errors import ConfigError, KeystoreError
 from shared.httpsig import (
     Ed25519PublicKey,
     Ed25519Signer,
@@ -38,12 +42,13 @@ from shared.httpsig import (
     verify_response,
 )
 from signer.app import build_service
-from signer.config import SignerConfig
+from signer.config import SignerConfig, TwilioConfig
 from signer.http import create_app
+from signer.keystore import PassphraseSource
 from signer.service import ServiceOptions, SignerService
 
 JSON = "application/json"
-FOREIGN_KEY = "STM4SomeoneElsesKeyNotInTheList11111111111111111111"
+FOREIGN_KEY = PrivateKey.generate().public_key()  # a valid key outside the signer's list
 WAIT_S = 30.0
 
 
@@ -93,13 +98,19 @@ class Signer:
     def count(self, table: str) -> int:
         """Rows in one table of the signer's SQLite state."""
         with sqlite3.connect(self.state_dir / "signer.sqlite3") as db:
+            # The table name is one of this file's constants, never input.
             return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # noqa: S608
 
 
 def signer_config(devnet: RunningDevnet, state_dir: Path, **policy: Any) -> SignerConfig:
-    """The drill's signer.toml with its own state directory and policy changes."""
+    """The drill's signer.toml with its own state directory, one RPC node, policy changes.
+
+    One node: two endpoints read across a block boundary may disagree for a moment,
+    which the chain adapter reports as ChainDataError (a 503 the watcher retries).
+    """
     config = SignerConfig.load(devnet.dir / "signer.toml")
-    return replace(config, state_dir=state_dir, policy=replace(config.policy, **policy))
+    return replace(config, state_dir=state_dir, rpc_nodes=(devnet.url,),
+                   policy=replace(config.policy, **policy))
 
 
 @contextmanager
@@ -283,6 +294,37 @@ def test_unauthenticated_request_changes_nothing(
     assert_nothing_happened(failing, guard, primary)
 
 
+def test_repeated_auth_failures_alert(failing: RunningDevnet, tmp_path: Path) -> None:
+    """More failed authentications a minute than the threshold page a human, once."""
+    options = ServiceOptions(tick_s=0.1, auth_failures_alert_per_min=3)
+    with running_signer(failing, tmp_path, options=options, min_missed=2) as signer:
+        for _ in range(8):
+            body, headers = unknown_keyid(signer, b"{}")
+            assert send(signer, "POST", "/v1/failover", body, headers).status_code == 401
+        alerts = [text for event, text in signer.notifier.sent if event == "auth_failures"]
+        assert len(alerts) == 1
+
+
+def test_alerts_reach_twilio(failing: RunningDevnet, tmp_path: Path,
+                             fake_twilio: FakeTwilio) -> None:
+    """With [notify] configured, the signer's alerts go out as SMS through Twilio's client."""
+    token = tmp_path / "twilio.token"
+    token.write_text(FAKE_AUTH_TOKEN + "\n")
+    token.chmod(0o600)
+    sms = TwilioConfig(FAKE_ACCOUNT_SID, token, "TWILIO_AUTH_TOKEN", "+15550000000",
+                       ("+15551111111",), fake_twilio.base_url)
+    config = replace(signer_config(failing, tmp_path / "state"), twilio=sms)
+    service = build_service(config, options=ServiceOptions(auth_failures_alert_per_min=1))
+    try:
+        client = create_app(service, config.max_body_bytes).test_client()
+        for _ in range(3):
+            assert client.post("/v1/failover", data=b"{}").status_code == 401
+        assert fake_twilio.wait_for_messages(1, timeout=10)
+        assert "failed authentications" in fake_twilio.messages[0].body
+    finally:
+        service.close()
+
+
 def test_replayed_nonce_refused_also_after_restart(failing: RunningDevnet, tmp_path: Path,
                                                    primary: str) -> None:
     """A replayed request is refused, by the same signer and by a restarted one on its state."""
@@ -309,6 +351,37 @@ def test_request_outside_clock_skew_refused(failing: RunningDevnet, tmp_path: Pa
                                                                        "/v1/failover", body))
         assert response.status_code == 401
         assert_nothing_happened(failing, signer, primary)
+
+
+def test_build_refuses_wrong_passphrase(failing: RunningDevnet, tmp_path: Path) -> None:
+    """The signer does not start with a wrong keystore passphrase."""
+    wrong = [PassphraseSource.env("WITNESS_TEST_PASSPHRASE", "not-the-passphrase")]
+    with pytest.raises(KeystoreError):
+        build_service(signer_config(failing, tmp_path), passphrase_sources=wrong)
+
+
+def test_build_refuses_keystore_readable_by_others(failing: RunningDevnet,
+                                                   tmp_path: Path) -> None:
+    """The signer does not start from a keystore that group or others can read."""
+    copy = tmp_path / "chain.keystore"
+    copy.write_bytes((failing.dir / "keys" / "chain.keystore").read_bytes())
+    copy.chmod(0o644)
+    with pytest.raises(KeystoreError):
+        build_service(replace(signer_config(failing, tmp_path / "state"), keystore_path=copy))
+
+
+def test_build_refuses_keystore_without_key_for_mode(failing: RunningDevnet,
+                                                     tmp_path: Path) -> None:
+    """In signing mode, a keystore holding only the active key is refused at start-up."""
+    config = signer_config(failing, tmp_path / "state", key_mode="signing")
+    with pytest.raises(KeystoreError, match="signing"):
+        build_service(config)
+
+
+def test_second_signer_on_one_state_refused(failing: RunningDevnet, tmp_path: Path) -> None:
+    """Two signers on one state directory would both execute requests: the second is refused."""
+    with running_signer(failing, tmp_path, min_missed=2), pytest.raises(ConfigError):
+        build_service(signer_config(failing, tmp_path))
 
 
 def test_oversized_body_refused_before_authentication(failing: RunningDevnet, guard: Signer,
@@ -482,8 +555,7 @@ def crash_primary(devnet: RunningDevnet, signer: Signer, misses: int = 2) -> Non
 
 
 def test_failover_switches_once_and_keeps_props(devnet: RunningDevnet, tmp_path: Path) -> None:
-    """With misses on chain the switch to backup1 is confirmed; a retried request_id is not
-    switched again, and url and props are sent back unchanged."""
+    """Evidence on chain: backup1 confirmed, props kept; a retried request_id never re-switches."""
     before = witness_json(devnet)
     backup1 = node_key(devnet, "backup1")
     with running_signer(devnet, tmp_path / "state", min_missed=2) as signer:
@@ -515,7 +587,8 @@ def test_manual_approval_then_switch(devnet: RunningDevnet, tmp_path: Path) -> N
         pending = call(signer, "POST", "/v1/failover", ask(devnet))
         assert pending.status_code == 202
         request_id = pending.json()["request_id"]
-        assert pending.json()["state"] == "pending" and "approve_by" in pending.json()
+        assert pending.json()["state"] == "pending"
+        assert "approve_by" in pending.json()
         assert any(event == "approval_needed" for event, _ in signer.notifier.sent)
         approved = call(signer, "POST", f"/v1/requests/{request_id}/approve", {}, who="operator")
         assert (approved.status_code, approved.json()["state"]) == (200, "approved")
@@ -529,7 +602,8 @@ def test_veto_window_passes_then_switch(devnet: RunningDevnet, tmp_path: Path) -
                         veto_window=timedelta(seconds=1)) as signer:
         crash_primary(devnet, signer)
         pending = call(signer, "POST", "/v1/failover", ask(devnet))
-        assert pending.status_code == 202 and "execute_at" in pending.json()
+        assert pending.status_code == 202
+        assert "execute_at" in pending.json()
         done = wait_state(signer, pending.json()["request_id"], "confirmed")
         assert done["decided_by"] == "veto-window"
         assert witness_json(devnet)["signing_key"] == node_key(devnet, "backup1")

@@ -1,0 +1,183 @@
+"""Composition: from a loaded :class:`WatcherConfig` to the watcher's real collaborators.
+
+The only place the watcher's clients are built: the RPC reader, the signer
+client (the watcher's Ed25519 key and the signer's public key, nothing else:
+the watcher holds no chain key, T1), the notifier chain and the state store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Final
+
+from shared.clock import Clock
+from shared.errors import ConfigError
+from shared.httpsig import load_private_key, load_public_key
+from shared.notify import (
+    LogNotifier,
+    NonBlockingNotifier,
+    Notifier,
+    RateLimitedNotifier,
+    TwilioNotifier,
+)
+from shared.rpc import HeadTracker, JsonRpcClient
+from watcher.config import WatcherConfig
+from watcher.daemon import Settings, Watcher
+from watcher.metrics import Metrics, MetricsServer
+from watcher.reader import RpcChainReader
+from watcher.signer_client import SignerClient
+from watcher.state import StateStore
+
+log = logging.getLogger(__name__)
+
+# One SMS per request event, whatever the per-event interval: a second switch
+# minutes after the first must not be suppressed as a repeat.
+SWITCH_EVENTS: Final = frozenset({"switch_requested", "switch_confirmed", "switch_refused",
+                                  "switch_failed"})
+
+
+class AlertRouter:
+    """Sends switch events through ``switches`` and everything else through ``conditions``."""
+
+    def __init__(self, switches: Notifier, conditions: Notifier) -> None:
+        self._switches = switches
+        self._conditions = conditions
+
+    def send(self, event: str, text: str) -> None:
+        """Route by event kind.
+
+        Raises:
+            NotifyError: from the chosen notifier.
+        """
+        target = self._switches if event in SWITCH_EVENTS else self._conditions
+        target.send(event, text)
+
+    def __repr__(self) -> str:
+        return f"AlertRouter({self._switches!r}, {self._conditions!r})"
+
+
+def build_sms(config: WatcherConfig) -> TwilioNotifier:
+    """A :class:`TwilioNotifier` for the config's [twilio] section.
+
+    Raises:
+        ConfigError: no section, no token, or bad settings.
+    """
+    t = config.twilio
+    if t is None:
+        raise ConfigError("no [twilio] section", path=str(config.path), field="twilio")
+    return TwilioNotifier(t.account_sid, config.twilio_token(), t.from_number, t.to_numbers,
+                          api_base_url=t.api_base_url, timeout_s=t.timeout_s)
+
+
+def build_notifier(config: WatcherConfig, clock: Clock) -> tuple[Notifier, Callable[[], None]]:
+    """RateLimited(NonBlocking(Twilio)) when [twilio] is configured, else the log; and a closer.
+
+    Raises:
+        ConfigError: Twilio is configured but its token is missing or unsafe.
+    """
+    if config.twilio is None:
+        log.warning("no [twilio] section: alerts go to the log only")
+        return LogNotifier(), lambda: None
+    sms = build_sms(config)
+    queued = NonBlockingNotifier(sms)
+    hourly = config.alert_max_per_hour
+    router = AlertRouter(
+        RateLimitedNotifier(queued, per_event_min_interval=timedelta(0), max_per_hour=hourly,
+                            clock=clock),
+        RateLimitedNotifier(queued, per_event_min_interval=config.alert_min_interval,
+                            max_per_hour=hourly, clock=clock))
+
+    def close() -> None:
+        queued.close()
+        sms.close()
+
+    return router, close
+
+
+def build_reader(config: WatcherConfig) -> RpcChainReader:
+    """The RPC reader over the configured nodes."""
+    rpc = JsonRpcClient(config.rpc_nodes, timeout_s=config.rpc_timeout_s)
+    tracker = HeadTracker(timedelta(seconds=config.timing.stale_after_s))
+    return RpcChainReader(rpc, config.account, quorum=config.policy.quorum, tracker=tracker,
+                          block_interval_s=config.timing.block_interval_s)
+
+
+def build_signer_client(config: WatcherConfig, clock: Clock,
+                        sleep: Callable[[float], object]) -> SignerClient:
+    """The signer client with the watcher's request key and the signer's answer key.
+
+    Raises:
+        ConfigError: a key file is missing, malformed or has unsafe modes.
+    """
+    return SignerClient(
+        config.signer_url, load_private_key(config.key_path), config.signer_keyid,
+        load_public_key(config.signer_public_key_path), clock=clock, sleep=sleep,
+        timeout_s=config.signer_timeout_s, attempts=config.signer_attempts,
+        backoff_s=config.signer_backoff_s, max_skew=config.max_skew)
+
+
+def settings_of(config: WatcherConfig, *, dry_run: bool = False) -> Settings:
+    """The daemon's settings; ``dry_run`` adds to the config's own flag."""
+    return Settings(account=config.account, policy=config.policy, timing=config.timing,
+                    dry_run=dry_run or config.dry_run,
+                    signer_retry_interval_s=config.signer_retry_interval_s,
+                    follow_timeout_s=config.follow_timeout_s)
+
+
+@dataclass
+class Running:
+    """A built watcher and what must be closed after it."""
+
+    watcher: Watcher
+    closers: list[Callable[[], object]] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close everything, last built first; keep going on errors."""
+        _close_all(self.closers)
+
+
+def _close_all(closers: list[Callable[[], object]]) -> None:
+    for close in reversed(closers):
+        try:
+            close()
+        except Exception:  # the rest still needs closing
+            log.warning("error while closing the watcher", exc_info=True)
+
+
+def build_watcher(config: WatcherConfig, *, clock: Clock, sleep: Callable[[float], object],
+                  dry_run: bool = False, notifier: Notifier | None = None,
+                  metrics_server: bool = True) -> Running:
+    """Lock the state directory and build the daemon with every collaborator.
+
+    Raises:
+        ConfigError: key files, Twilio settings.
+        StateError: another watcher holds the state directory, or the state is corrupt.
+        OSError: the metrics port cannot be bound.
+    """
+    closers: list[Callable[[], object]] = []
+    store = StateStore(config.state_dir)
+    store.lock()
+    closers.append(store.unlock)
+    try:
+        signer = build_signer_client(config, clock, sleep)
+        closers.append(signer.close)
+        if notifier is None:
+            notifier, close_notifier = build_notifier(config, clock)
+            closers.append(close_notifier)
+        reader = build_reader(config)
+        closers.append(reader.close)
+        metrics = Metrics()
+        if metrics_server and config.metrics_host is not None and config.metrics_port is not None:
+            server = MetricsServer(metrics, config.metrics_host, config.metrics_port).start()
+            closers.append(server.close)
+            log.info("metrics on http://%s:%d/metrics", config.metrics_host, server.port)
+        watcher = Watcher(settings_of(config, dry_run=dry_run), reader, signer,
+                          notifier=notifier, clock=clock, sleep=sleep, store=store,
+                          metrics=metrics)
+    except BaseException:
+        _close_all(closers)
+        raise
+    return Running(watcher, closers)

@@ -1,0 +1,277 @@
+"""watcher.toml, loaded once into a frozen :class:`WatcherConfig`.
+
+The only watcher module that reads the environment: the Twilio auth token's
+variable and the ``WITNESS_WATCHER_*`` overrides. Every problem is a
+:class:`ConfigError` naming the file and the field. The config holds paths to
+secrets (the Ed25519 key, the Twilio token file), never the secrets, except the
+token read from the environment, which stays behind a redacting wrapper.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+from shared.config import Fields
+from shared.errors import ConfigError
+from watcher.core import Policy
+from watcher.schedule import Timing
+
+ENV_RPC_NODES: Final = "WITNESS_WATCHER_RPC_NODES"  # comma-separated, replaces watcher.rpc_nodes
+ENV_SIGNER_URL: Final = "WITNESS_WATCHER_SIGNER_URL"  # replaces signer.url
+DEFAULT_TOKEN_ENV: Final = "TWILIO_AUTH_TOKEN"  # noqa: S105 - a variable name, not a token
+_MAX_TOKEN_BYTES: Final = 4096
+_SECTIONS: Final = ("watcher", "nodes", "signer", "metrics", "alerts", "twilio")
+
+
+class Secret:
+    """A string that never shows in repr, str or logs; ``reveal()`` hands it over."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(<redacted>)"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class NodeKey:
+    """A configured producer node: a name for the public signing key it holds."""
+
+    name: str
+    public_key: str
+
+
+@dataclass(frozen=True)
+class TwilioSettings:
+    """Where SMS alerts go; the token is read through :meth:`WatcherConfig.twilio_token`."""
+
+    account_sid: str
+    from_number: str
+    to_numbers: tuple[str, ...]
+    auth_token_file: Path | None
+    auth_token_env: str
+    api_base_url: str | None
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class WatcherConfig:
+    """Everything the watcher needs, checked at start-up."""
+
+    path: Path
+    account: str
+    rpc_nodes: tuple[str, ...]
+    rpc_timeout_s: float
+    policy: Policy
+    timing: Timing
+    dry_run: bool
+    state_dir: Path
+    node_keys: tuple[NodeKey, ...]
+    signer_url: str
+    signer_keyid: str
+    key_path: Path
+    signer_public_key_path: Path
+    signer_timeout_s: float
+    signer_attempts: int
+    signer_backoff_s: float
+    signer_retry_interval_s: float
+    follow_timeout_s: float
+    max_skew: timedelta
+    metrics_host: str | None
+    metrics_port: int | None
+    alert_min_interval: timedelta
+    alert_max_per_hour: int
+    twilio: TwilioSettings | None
+    _environ: Mapping[str, str] = field(repr=False, compare=False, default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path, environ: Mapping[str, str] | None = None) -> WatcherConfig:
+        """Read and check ``path``; ``environ`` defaults to the process environment.
+
+        Raises:
+            ConfigError: unreadable, not TOML, or any field missing or invalid.
+        """
+        env = dict(os.environ if environ is None else environ)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"cannot read: {e.strerror}", path=str(path)) from e
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"not valid TOML: {e}", path=str(path)) from e
+        return _build(Fields(raw, path, known=_SECTIONS), path.resolve().parent, env)
+
+    def twilio_token(self) -> Secret:
+        """The Twilio auth token, from its file (mode 0600) or environment variable.
+
+        Raises:
+            ConfigError: no Twilio section, or the token is missing, empty or unsafe.
+        """
+        if self.twilio is None:
+            raise ConfigError("no [twilio] section", path=str(self.path), field="twilio")
+        if self.twilio.auth_token_file is not None:
+            return _read_token(self.twilio.auth_token_file, self.path)
+        value = self._environ.get(self.twilio.auth_token_env, "").strip()
+        if not value:
+            raise ConfigError(f"environment variable {self.twilio.auth_token_env} is not set",
+                              path=str(self.path), field="twilio.auth_token_env")
+        return Secret(value)
+
+
+def _read_token(token_path: Path, config_path: Path) -> Secret:
+    where = {"path": str(config_path), "field": "twilio.auth_token_file"}
+    try:
+        fd = os.open(token_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise ConfigError(f"cannot open {token_path}: {e.strerror}", **where) from e
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fh.fileno()).st_mode
+        if not stat.S_ISREG(mode) or mode & 0o077:
+            raise ConfigError(f"{token_path} must be a regular file of mode 0600", **where)
+        data = fh.read(_MAX_TOKEN_BYTES + 1)
+    text = data.decode("utf-8", errors="replace").strip()
+    if not text or len(data) > _MAX_TOKEN_BYTES:
+        raise ConfigError(f"{token_path} is empty or too large", **where)
+    return Secret(text)
+
+
+def _url(f: Fields, dotted: str, value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname or parts.username or (
+            parts.password) or parts.fragment:
+        raise f.fail(dotted, f"{value!r} is not an http(s) URL without credentials")
+    return value
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _section(f: Fields, name: str, known: tuple[str, ...], *, required: bool = True) -> bool:
+    """Check that table ``name`` has only ``known`` fields; whether it is present."""
+    value = f.get(name, None)
+    if value is None:
+        if required:
+            raise f.fail(name, "section is required")
+        return False
+    if not isinstance(value, dict):
+        raise f.fail(name, "must be a table")
+    Fields(value, f.path, f"{name}.", known=known)
+    return True
+
+
+def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
+    _section(f, "watcher", (
+        "account", "rpc_nodes", "rpc_timeout_s", "quorum", "block_interval_s",
+        "miss_threshold", "one_shot", "dry_run", "state_dir", "stale_after_s",
+        "max_poll_interval_s", "visible_after_s", "realert_interval_s"))
+    account = f.str("watcher.account")
+    if not account.replace("-", "").replace(".", "").isalnum() or not 3 <= len(account) <= 16:
+        raise f.fail("watcher.account", "must be a chain account name")
+    nodes = f.str_list("watcher.rpc_nodes")
+    if env.get(ENV_RPC_NODES):
+        nodes = [n.strip() for n in env[ENV_RPC_NODES].split(",") if n.strip()]
+    if not nodes:
+        raise f.fail("watcher.rpc_nodes", "must list at least one node")
+    nodes = [_url(f, "watcher.rpc_nodes", n) for n in nodes]
+    if len(set(nodes)) != len(nodes):
+        raise f.fail("watcher.rpc_nodes", "lists a node twice")
+    quorum = f.int("watcher.quorum", 1, lo=1, hi=len(nodes))
+    interval = f.float("watcher.block_interval_s", lo=0.01, hi=60)
+    stale = f.float("watcher.stale_after_s", 5 * interval, lo=interval, hi=3600)
+    timing = Timing(
+        block_interval_s=interval,
+        max_poll_interval_s=f.float("watcher.max_poll_interval_s", 10 * interval,
+                                    lo=interval, hi=3600),
+        stale_after_s=stale,
+        visible_after_s=f.float("watcher.visible_after_s", interval / 3, lo=0, hi=10 * interval))
+    policy = Policy(
+        miss_threshold=f.int("watcher.miss_threshold", lo=1, hi=1000),
+        quorum=quorum, one_shot=f.bool("watcher.one_shot", False),
+        realert_interval=timedelta(seconds=f.float("watcher.realert_interval_s", 900,
+                                                   lo=0, hi=86400)))
+    node_keys = []
+    for t in f.table_list("nodes"):
+        Fields(t.raw, f.path, t.prefix, known=("name", "public_key"))
+        key = t.str("public_key")
+        if not key.startswith("STM") or len(key) < 50:
+            raise t.fail("public_key", "must be an STM public key")
+        node_keys.append(NodeKey(t.str("name"), key))
+
+    _section(f, "signer", (
+        "url", "keyid", "key", "signer_public_key", "timeout_s", "attempts", "backoff_s",
+        "retry_interval_s", "follow_timeout_s", "max_skew_s"))
+    signer_url = _url(f, "signer.url", env.get(ENV_SIGNER_URL) or f.str("signer.url"))
+    key_path, pub_path = f.opt_path("signer.key", base), f.opt_path("signer.signer_public_key",
+                                                                      base)
+    if key_path is None or pub_path is None:
+        raise f.fail("signer.key" if key_path is None else "signer.signer_public_key",
+                     "is required")
+
+    metrics_host: str | None = None
+    metrics_port: int | None = None
+    if _section(f, "metrics", ("host", "port"), required=False):
+        metrics_host = f.str("metrics.host", "127.0.0.1")
+        if not _loopback(metrics_host):
+            # SECURITY: the metrics say when the watcher will act; keep them off the network.
+            raise f.fail("metrics.host", "must be a loopback address")
+        metrics_port = f.int("metrics.port", lo=0, hi=65535)
+    _section(f, "alerts", ("min_interval_s", "max_per_hour"), required=False)
+    return WatcherConfig(
+        path=f.path, account=account, rpc_nodes=tuple(nodes),
+        rpc_timeout_s=f.float("watcher.rpc_timeout_s", 5.0, lo=0.05, hi=120),
+        policy=policy, timing=timing, dry_run=f.bool("watcher.dry_run", False),
+        state_dir=f.opt_path("watcher.state_dir", base) or base / "watcher-state",
+        node_keys=tuple(node_keys), signer_url=signer_url,
+        signer_keyid=f.str("signer.keyid", "watcher"), key_path=key_path,
+        signer_public_key_path=pub_path,
+        signer_timeout_s=f.float("signer.timeout_s", 10.0, lo=0.05, hi=300),
+        signer_attempts=f.int("signer.attempts", 4, lo=1, hi=20),
+        signer_backoff_s=f.float("signer.backoff_s", 0.5, lo=0.0, hi=60),
+        signer_retry_interval_s=f.float("signer.retry_interval_s", 5.0, lo=0.01, hi=3600),
+        follow_timeout_s=f.float("signer.follow_timeout_s", 30.0, lo=0.0, hi=3600),
+        max_skew=timedelta(seconds=f.int("signer.max_skew_s", 30, lo=1, hi=600)),
+        metrics_host=metrics_host, metrics_port=metrics_port,
+        alert_min_interval=timedelta(seconds=f.float("alerts.min_interval_s", 300,
+                                                     lo=0, hi=86400)),
+        alert_max_per_hour=f.int("alerts.max_per_hour", 20, lo=1, hi=3600),
+        twilio=_twilio(f, base), _environ=env)
+
+
+def _twilio(f: Fields, base: Path) -> TwilioSettings | None:
+    if not _section(f, "twilio", ("account_sid", "auth_token_file", "auth_token_env", "from",
+                                  "to", "api_base_url", "timeout_s"), required=False):
+        return None
+    sid = f.str("twilio.account_sid")
+    if not (sid.startswith("AC") and len(sid) == 34):
+        raise f.fail("twilio.account_sid", "must be a Twilio account SID (AC + 32 hex)")
+    token_file = f.opt_path("twilio.auth_token_file", base)
+    token_env = f.str("twilio.auth_token_env", DEFAULT_TOKEN_ENV)
+    to = f.str_list("twilio.to")
+    if not to:
+        raise f.fail("twilio.to", "must list at least one number")
+    api = f.opt_str("twilio.api_base_url")
+    return TwilioSettings(
+        account_sid=sid, from_number=f.str("twilio.from"), to_numbers=tuple(to),
+        auth_token_file=token_file, auth_token_env=token_env,
+        api_base_url=None if api is None else _url(f, "twilio.api_base_url", api),
+        timeout_s=f.float("twilio.timeout_s", 5.0, lo=0.1, hi=60))

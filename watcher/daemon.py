@@ -1,0 +1,296 @@
+"""The watcher loop: poll, decide, act, alert. Handed every collaborator; no globals.
+
+One :meth:`Watcher.step` reads the nodes, follows an outstanding request, asks
+:func:`watcher.core.decide` what to do, does it, saves the state and says how
+long to sleep (:func:`watcher.schedule.plan_next_poll`). A failover request is
+persisted *before* it is sent, so a restart resumes it with the same request id
+and body (the signer answers a retried request id idempotently: never twice).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from shared.clock import Clock
+from shared.errors import ChainError, FailoverError
+from shared.notify import Notifier
+from watcher.core import (
+    OUTSTANDING,
+    Alert,
+    AlertKind,
+    Decision,
+    FailOver,
+    Hold,
+    Observation,
+    Policy,
+    Rearm,
+    after_decision,
+    decide,
+    quorum_key,
+    quorum_missed,
+    with_closed,
+    with_confirmed,
+    with_pending,
+    with_request,
+)
+from watcher.metrics import Metrics
+from watcher.schedule import PollPlan, Schedule, SlotClock, Timing, plan_next_poll
+from watcher.signer_client import SignerAnswer
+from watcher.state import StateStore, encode
+
+log = logging.getLogger(__name__)
+
+_REFUSED = frozenset({"refused", "denied", "expired"})
+_FAILED = frozenset({"failed", "not_found"})
+
+
+class ChainReader(Protocol):
+    """Reads the chain: one observation per poll, and the witness schedule."""
+
+    @property
+    def calls(self) -> int:
+        """JSON-RPC calls sent so far."""
+        ...
+
+    def observe(self, now: datetime) -> Observation:
+        """Poll the nodes; failures are in the observation, never raised."""
+        ...
+
+    def schedule(self) -> Schedule:
+        """The witness schedule. Raises ChainError."""
+        ...
+
+
+class SignerPort(Protocol):
+    """The signer's API as the watcher uses it (see :class:`SignerClient`)."""
+
+    requests_sent: int
+
+    def failover(self, body: bytes) -> SignerAnswer:
+        """POST /v1/failover. Raises FailoverError subclasses."""
+        ...
+
+    def request_state(self, request_id: str, attempts: int | None = None) -> SignerAnswer:
+        """GET /v1/requests/<id>. Raises FailoverError subclasses."""
+        ...
+
+    def follow(self, answer: SignerAnswer, timeout_s: float, interval_s: float) -> SignerAnswer:
+        """Poll until final or timeout. Raises FailoverError subclasses."""
+        ...
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The daemon's part of the config."""
+
+    account: str
+    policy: Policy
+    timing: Timing
+    dry_run: bool = False
+    signer_retry_interval_s: float = 5.0
+    follow_timeout_s: float = 30.0
+
+
+class Watcher:
+    """The daemon; :meth:`run` loops over :meth:`step`."""
+
+    def __init__(self, settings: Settings, reader: ChainReader, signer: SignerPort, *,
+                 notifier: Notifier, clock: Clock, sleep: Callable[[float], object],
+                 store: StateStore, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self._reader = reader
+        self._signer = signer
+        self._notifier = notifier
+        self._clock = clock
+        self._sleep = sleep
+        self._store = store
+        self.metrics = metrics or Metrics()
+        self.state = store.load()
+        self._saved = encode(self.state)
+        self.slot_clock = SlotClock(settings.timing.block_interval_s)
+        self.schedule: Schedule | None = None
+        self.last_observation: Observation | None = None
+        self.last_plan: PollPlan | None = None
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    @property
+    def stopped(self) -> bool:
+        """Whether a one_shot watcher has fired."""
+        return self.state.phase == "stopped"
+
+    def run(self, *, once: bool = False, should_stop: Callable[[], bool] = lambda: False) -> None:
+        """Step until stopped (``should_stop``), once, or a one_shot watcher has fired."""
+        if self.stopped:
+            log.warning("one_shot watcher already switched once; remove %s to re-arm",
+                        self._store.path)
+            return
+        while True:
+            delay = self.step()
+            if once or should_stop() or self.stopped:
+                return
+            self._sleep(delay)
+
+    def step(self) -> float:
+        """One poll, decision and action; return the seconds to wait before the next."""
+        now = self._clock.now()
+        obs = self._reader.observe(now)
+        self.last_observation = obs
+        seen = self._clock.now()
+        head = max(obs.fresh, key=lambda n: n.head_block_number, default=None)
+        if head is not None:
+            self.slot_clock = self.slot_clock.observe(head.current_aslot, seen)
+            self._refresh_schedule(head.head_block_number)
+        if self.state.phase in OUTSTANDING:
+            self._pursue(seen)
+        decision = decide(obs, self.state, self.settings.policy, seen)
+        self._act(decision, seen)
+        self._save()
+        self._update_metrics(obs)
+        plan = plan_next_poll(
+            self._clock.now(), head_aslot=None if head is None else head.current_aslot,
+            head_block_number=None if head is None else head.head_block_number,
+            schedule=self.schedule, account=self.settings.account, clock=self.slot_clock,
+            timing=self.settings.timing)
+        at = plan.at
+        if self.state.phase in OUTSTANDING:
+            at = min(at, seen + timedelta(seconds=self.settings.signer_retry_interval_s))
+        self.last_plan = plan
+        log.debug("next poll %s: %s", at.isoformat(), plan.why)
+        return max(0.0, (at - self._clock.now()).total_seconds())
+
+    def _refresh_schedule(self, head_block_number: int) -> None:
+        if self.schedule is not None and head_block_number < self.schedule.next_shuffle_block_num:
+            return
+        try:
+            self.schedule = self._reader.schedule()
+        except ChainError as e:
+            log.warning("witness schedule unavailable: %s", e)
+            self.schedule = None
+
+    def _save(self) -> None:
+        doc = encode(self.state)
+        if doc != self._saved:
+            self._store.save(self.state)
+            self._saved = doc
+
+    # ---- acting ---------------------------------------------------------------------------
+
+    def _act(self, decision: Decision, now: datetime) -> None:
+        account = self.settings.account
+        if isinstance(decision, FailOver):
+            self._request(decision, now)
+            return
+        before = self.state.condition
+        self.state = after_decision(self.state, decision, now)
+        if isinstance(decision, Alert):
+            log.warning("alert %s: %s", decision.kind, decision.text)
+            self._notify(decision.kind, f"{account}: {decision.text}")
+        elif isinstance(decision, Rearm):
+            log.info("re-armed: %s", decision.reason)
+            if not decision.expected:
+                self._notify("key_changed", f"{account}: {decision.reason}; re-armed at "
+                             f"total_missed {decision.baseline_missed}")
+        elif isinstance(decision, Hold):
+            log.debug("hold: %s", decision.reason)
+        if before is not None and self.state.condition is None:
+            self._notify("recovered", f"{account}: RPC nodes and chain are healthy again "
+                         f"(was {before})")
+
+    def _request(self, decision: FailOver, now: datetime) -> None:
+        request_id = secrets.token_urlsafe(24)  # 32 characters of [A-Za-z0-9_-]
+        body: dict[str, object] = {
+            "witness": self.settings.account, "failing_key": decision.failing_key,
+            "observed_total_missed": decision.observed, "reason": decision.reason,
+            "request_id": request_id}
+        if self.settings.dry_run:
+            body["dry_run"] = True
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        self.state = with_request(self.state, request_id, text, decision.observed, now)
+        # T7: on disk before it is sent; a restart resends these very bytes.
+        self._save()
+        self.metrics.update(requests_sent=self.metrics.requests_sent + 1)
+        log.warning("requesting failover %s: %s", request_id, decision.reason)
+        if not self.settings.dry_run:
+            self._notify("switch_requested", f"{self.settings.account}: failover requested "
+                         f"({decision.reason}); request {request_id}")
+        self._pursue(now)
+
+    def _pursue(self, now: datetime) -> None:
+        """Send the outstanding request (phase requested) or ask how it is going (pending)."""
+        state = self.state
+        assert state.request_id is not None
+        assert state.request_body is not None
+        try:
+            if state.phase == "requested":
+                answer = self._signer.failover(state.request_body.encode())
+            else:
+                answer = self._signer.request_state(state.request_id)
+            if answer.state == "broadcast":
+                answer = self._signer.follow(answer, self.settings.follow_timeout_s,
+                                             self.settings.timing.block_interval_s)
+        except FailoverError as e:
+            log.warning("signer: %s", e)
+            self._alert_once("signer_unreachable", f"{self.settings.account}: signer "
+                             f"unreachable or not authentic ({e}); request "
+                             f"{state.request_id} will be retried", now)
+            return
+        self._handle(answer, now)
+
+    def _handle(self, answer: SignerAnswer, now: datetime) -> None:
+        account, rid = self.settings.account, answer.request_id or self.state.request_id
+        log.info("signer: request %s is %s %s", rid, answer.state, answer.detail)
+        if answer.state == "confirmed":
+            self.state = with_confirmed(self.state, answer.target_key, answer.tx_id,
+                                        self.settings.policy, now)
+            block = "" if answer.block_num is None else f" in block {answer.block_num}"
+            self._notify("switch_confirmed", f"{account}: signing key switched to "
+                         f"{answer.target_key}, tx {answer.tx_id}{block}; request {rid}")
+        elif answer.state == "dry_run":
+            self.state = with_closed(self.state, now)
+            self._notify("dry_run", f"{account}: dry run: the signer would "
+                         f"{answer.body.get('decision', '?')} ({answer.detail})")
+        elif answer.state in _REFUSED:
+            self.state = with_closed(self.state, now)
+            self._notify("switch_refused", f"{account}: failover request {rid} "
+                         f"{answer.state}: {answer.detail}")
+        elif answer.state in _FAILED or answer.final:
+            self.state = with_closed(self.state, now)
+            self._notify("switch_failed", f"{account}: failover request {rid} "
+                         f"{answer.state}: {answer.detail}")
+        elif rid is not None:
+            self.state = with_pending(self.state, rid)
+
+    def _alert_once(self, kind: AlertKind, text: str, now: datetime) -> None:
+        last = self.state.alerted.get(kind)
+        if last is None or now - last >= self.settings.policy.realert_interval:
+            self.state = after_decision(self.state, Alert(kind, text), now)
+            self._notify(kind, text)
+
+    def _notify(self, kind: str, text: str) -> None:
+        self.metrics.count_alert(kind)
+        try:
+            self._notifier.send(kind, text)
+        except Exception:
+            # A notifier failure never blocks or stops a failover.
+            log.exception("notifier failed for [%s]", kind)
+
+    def _update_metrics(self, obs: Observation) -> None:
+        fresh = obs.fresh
+        key = quorum_key(fresh, self.settings.policy.quorum) if fresh else None
+        observed = None if key is None else quorum_missed(fresh, key,
+                                                          self.settings.policy.quorum)
+        misses = 0
+        if observed is not None and key == self.state.armed_key:
+            misses = max(0, observed - self.state.baseline_missed)
+        self.metrics.update(
+            polls=self.metrics.polls + 1, rpc_calls=self._reader.calls,
+            signer_http_requests=self._signer.requests_sent, misses_since_armed=misses,
+            fresh_nodes=len(fresh), phase=self.state.phase,
+            head_block_number=max((n.head_block_number for n in fresh), default=0))
