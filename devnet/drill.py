@@ -111,21 +111,27 @@ public_key = {public_key}
 
 WATCHER_TOML = """\
 # witness-watcher configuration for a devnet drill, written by `witness-devnet init`.
-# For the watcher daemon (issue 4), which reads this file; relative paths are
-# relative to it. The watcher holds NO chain key: only its own Ed25519 request
-# key and the signer's public key, to check the signer's signed answers.
+# Read by `witness-watcher run|status|check --config {config_path}`; relative
+# paths are relative to this file. The watcher holds NO chain key: only its own
+# Ed25519 request key and the signer's public key, to check the signer's answers.
 
 [watcher]
 account = {account}
-# Read-only JSON-RPC endpoints of the devnet, tried in order with failover.
+# Read-only JSON-RPC endpoints of the devnet; each poll reads `quorum` of them
+# (more when they disagree), healthiest first.
 rpc_nodes = {rpc_nodes}
+quorum = 2                           # fresh nodes that must agree on the miss count (T4)
+rpc_timeout_s = 2
 block_interval_s = 3                 # chain seconds per block (hived's interval)
-# Wall seconds per devnet slot (the devnet runs faster than the chain clock says).
+# Wall seconds per block, the unit of every poll timing: 3 on a real chain,
+# the devnet's slot_seconds here (its chain clock runs faster than the wall clock).
 poll_interval_s = {poll_interval_s}
 miss_threshold = 1                   # new misses since the armed baseline
 one_shot = false                     # true: stop after the first confirmed switch
 state_dir = "{watcher_state}"
 
+# The producer nodes, public keys only, so `status` can name the active one.
+{node_keys}
 [signer]
 url = "http://127.0.0.1:{signer_port}"
 keyid = "watcher"
@@ -135,6 +141,19 @@ signer_public_key = "keys/signer.pub"  # checks the signer's answers
 [metrics]
 host = "127.0.0.1"
 port = {metrics_port}
+
+# SMS alerts (optional). Uncomment and fill in to enable:
+# [twilio]
+# account_sid = "AC..."
+# auth_token_env = "TWILIO_AUTH_TOKEN"  # or auth_token_file = "keys/twilio.token" (mode 0600)
+# from = "+15550000000"
+# to = ["+15551111111"]
+"""
+
+WATCHER_NODE_TOML = """\
+[[nodes]]
+name = {name}
+public_key = {public_key}
 """
 
 
@@ -192,14 +211,21 @@ def signer_toml(*, port_base: int, chain: str, key_mode: str,
     )
 
 
-def watcher_toml(*, port_base: int, slot_seconds: float) -> str:
-    """The text of the drill's watcher.toml (no chain key, by construction)."""
+def watcher_toml(*, port_base: int, slot_seconds: float,
+                 node_keys: list[tuple[str, str]] | None = None,
+                 config_path: Path | str = "watcher.toml") -> str:
+    """The text of the drill's watcher.toml; ``node_keys`` are (name, public key) in order.
+
+    No chain key, by construction: public keys and paths only.
+    """
     base = f"http://127.0.0.1:{port_base}"
+    nodes_text = "\n".join(WATCHER_NODE_TOML.format(name=_q(n), public_key=_q(k))
+                           for n, k in node_keys or [])
     return WATCHER_TOML.format(
         account=_q(WATCHED),
         rpc_nodes=json.dumps([f"{base}/", f"{base}/rpc/1", f"{base}/rpc/2"]),
-        poll_interval_s=slot_seconds, watcher_state=WATCHER_STATE,
-        signer_port=port_base + 1, metrics_port=port_base + 2,
+        poll_interval_s=slot_seconds, watcher_state=WATCHER_STATE, node_keys=nodes_text,
+        signer_port=port_base + 1, metrics_port=port_base + 2, config_path=config_path,
     )
 
 
@@ -256,7 +282,8 @@ def write_service_files(directory: Path, *, port_base: int, chain: str, key_mode
                                         node_keys=node_keys, config_path=signer_path), 0o644)
     watcher_path = directory / "watcher.toml"
     _write_new(watcher_path, watcher_toml(port_base=port_base,
-                                          slot_seconds=_slot_seconds(directory)), 0o644)
+                                          slot_seconds=_slot_seconds(directory),
+                                          node_keys=node_keys, config_path=watcher_path), 0o644)
     written += [signer_path, watcher_path]
 
     for state in (SIGNER_STATE, WATCHER_STATE):

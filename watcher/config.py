@@ -79,6 +79,7 @@ class WatcherConfig:
     account: str
     rpc_nodes: tuple[str, ...]
     rpc_timeout_s: float
+    chain_block_interval_s: float
     policy: Policy
     timing: Timing
     dry_run: bool
@@ -182,8 +183,8 @@ def _section(f: Fields, name: str, known: tuple[str, ...], *, required: bool = T
 def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
     _section(f, "watcher", (
         "account", "rpc_nodes", "rpc_timeout_s", "quorum", "block_interval_s",
-        "miss_threshold", "one_shot", "dry_run", "state_dir", "stale_after_s",
-        "max_poll_interval_s", "visible_after_s", "realert_interval_s"))
+        "poll_interval_s", "miss_threshold", "one_shot", "dry_run", "state_dir",
+        "stale_after_s", "max_poll_interval_s", "visible_after_s", "realert_interval_s"))
     account = f.str("watcher.account")
     if not account.replace("-", "").replace(".", "").isalnum() or not 3 <= len(account) <= 16:
         raise f.fail("watcher.account", "must be a chain account name")
@@ -196,14 +197,14 @@ def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
     if len(set(nodes)) != len(nodes):
         raise f.fail("watcher.rpc_nodes", "lists a node twice")
     quorum = f.int("watcher.quorum", 1, lo=1, hi=len(nodes))
-    interval = f.float("watcher.block_interval_s", lo=0.01, hi=60)
-    stale = f.float("watcher.stale_after_s", 5 * interval, lo=interval, hi=3600)
+    chain_interval = f.float("watcher.block_interval_s", 3.0, lo=0.01, hi=60)
+    # Wall seconds per block: the chain's interval on a real chain, faster on the devnet.
+    wall = f.float("watcher.poll_interval_s", chain_interval, lo=0.01, hi=60)
     timing = Timing(
-        block_interval_s=interval,
-        max_poll_interval_s=f.float("watcher.max_poll_interval_s", 10 * interval,
-                                    lo=interval, hi=3600),
-        stale_after_s=stale,
-        visible_after_s=f.float("watcher.visible_after_s", interval / 3, lo=0, hi=10 * interval))
+        block_interval_s=wall,
+        max_poll_interval_s=f.float("watcher.max_poll_interval_s", 10 * wall, lo=wall, hi=3600),
+        stale_after_s=f.float("watcher.stale_after_s", 5 * wall, lo=wall, hi=3600),
+        visible_after_s=f.float("watcher.visible_after_s", wall / 3, lo=0, hi=10 * wall))
     policy = Policy(
         miss_threshold=f.int("watcher.miss_threshold", lo=1, hi=1000),
         quorum=quorum, one_shot=f.bool("watcher.one_shot", False),
@@ -239,7 +240,8 @@ def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
     return WatcherConfig(
         path=f.path, account=account, rpc_nodes=tuple(nodes),
         rpc_timeout_s=f.float("watcher.rpc_timeout_s", 5.0, lo=0.05, hi=120),
-        policy=policy, timing=timing, dry_run=f.bool("watcher.dry_run", False),
+        chain_block_interval_s=chain_interval, policy=policy, timing=timing,
+        dry_run=f.bool("watcher.dry_run", False),
         state_dir=f.opt_path("watcher.state_dir", base) or base / "watcher-state",
         node_keys=tuple(node_keys), signer_url=signer_url,
         signer_keyid=f.str("signer.keyid", "watcher"), key_path=key_path,
@@ -247,8 +249,10 @@ def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
         signer_timeout_s=f.float("signer.timeout_s", 10.0, lo=0.05, hi=300),
         signer_attempts=f.int("signer.attempts", 4, lo=1, hi=20),
         signer_backoff_s=f.float("signer.backoff_s", 0.5, lo=0.0, hi=60),
-        signer_retry_interval_s=f.float("signer.retry_interval_s", 5.0, lo=0.01, hi=3600),
-        follow_timeout_s=f.float("signer.follow_timeout_s", 30.0, lo=0.0, hi=3600),
+        signer_retry_interval_s=f.float("signer.retry_interval_s", min(5.0, 10 * wall),
+                                        lo=0.01, hi=3600),
+        follow_timeout_s=f.float("signer.follow_timeout_s", min(30.0, 20 * wall),
+                                 lo=0.0, hi=3600),
         max_skew=timedelta(seconds=f.int("signer.max_skew_s", 30, lo=1, hi=600)),
         metrics_host=metrics_host, metrics_port=metrics_port,
         alert_min_interval=timedelta(seconds=f.float("alerts.min_interval_s", 300,

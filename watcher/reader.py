@@ -2,8 +2,10 @@
 
 Reads ``quorum`` nodes in parallel, the healthiest first, and the others only
 when the first answers do not settle the question (too few fresh answers, or
-they disagree). A node whose head stops advancing (:class:`HeadTracker`) or
-lags far behind the others is marked stale: its answer never counts (T4).
+they disagree). When no node's head advanced for ``stale_after``
+(:class:`HeadTracker`) every answer is stale (a halt, or every node stuck); a
+node lagging more than ``stale_after`` worth of blocks behind the best head is
+stale on its own. A stale answer never counts (T4).
 """
 
 from __future__ import annotations
@@ -75,16 +77,20 @@ class RpcChainReader:
         readings = [r for _, r in results if r is not None]
         failed = tuple(url for url, r in results if r is None)
         best = max((r.props.head_block_number for r in readings), default=0)
-        views = []
-        for r in readings:
-            head = r.props.head_block_number
-            advancing = self.tracker.observe(r.url, head, now)
-            lagging = best - head > self.max_lag_blocks
-            views.append(NodeView(
-                url=r.url, fresh=advancing and not lagging, head_block_number=head,
-                head_time=r.props.time, current_aslot=r.props.current_aslot,
-                signing_key=r.witness.signing_key, total_missed=r.witness.total_missed,
-                last_confirmed_block_num=r.witness.last_confirmed_block_num))
+        # The chain moves if some node's head advanced within stale_after. A node is
+        # fresh while the chain moves and it keeps up with the best head: a node stuck
+        # on its own falls behind and drops out; a halt makes every node stale at once.
+        advancing = [self.tracker.observe(r.url, r.props.head_block_number, now)
+                     for r in readings]
+        moving = any(advancing)
+        views = [
+            NodeView(url=r.url,
+                     fresh=moving and best - r.props.head_block_number <= self.max_lag_blocks,
+                     head_block_number=r.props.head_block_number, head_time=r.props.time,
+                     current_aslot=r.props.current_aslot, signing_key=r.witness.signing_key,
+                     total_missed=r.witness.total_missed,
+                     last_confirmed_block_num=r.witness.last_confirmed_block_num)
+            for r in readings]
         return Observation(tuple(views), failed)
 
     def _update_health(self, obs: Observation) -> None:
