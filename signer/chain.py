@@ -64,6 +64,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+READ_ATTEMPTS = 3  # reads that straddle a block disagree; a liar keeps disagreeing
+READ_RETRY_S = 0.3
+
 
 @dataclass(frozen=True)
 class WitnessReading:
@@ -157,15 +160,20 @@ class RpcSignerChain:
             ChainUnavailableError: fewer than ``quorum`` fresh nodes answered.
             ChainDataError: enough answered but they disagree, or a node is on another chain.
         """
-        fresh = self._fresh_readings()
-        self._enough(fresh)
-        ranked = Counter(_agreement_key(r.witness) for r in fresh).most_common()
-        best, count = ranked[0]
-        # SECURITY: T4 — a liar is outvoted or the reading fails; never chosen by a tie.
-        if count < self._quorum or (len(ranked) > 1 and ranked[1][1] == count):
-            seen = ", ".join(f"{r.url}: {r.witness.signing_key} missed {r.witness.total_missed}"
-                             for r in fresh)
-            raise ChainDataError(f"RPC nodes disagree about {self._witness}: {seen}")
+        for attempt in range(READ_ATTEMPTS):
+            fresh = self._fresh_readings()
+            self._enough(fresh)
+            ranked = Counter(_agreement_key(r.witness) for r in fresh).most_common()
+            best, count = ranked[0]
+            # SECURITY: T4 — a liar is outvoted or the reading fails; never chosen by a tie.
+            if count >= self._quorum and (len(ranked) == 1 or ranked[1][1] < count):
+                break
+            # Honest nodes read one block apart disagree too; read again before failing.
+            if attempt + 1 == READ_ATTEMPTS:
+                seen = ", ".join(f"{r.url}: {r.witness.signing_key} missed "
+                                 f"{r.witness.total_missed}" for r in fresh)
+                raise ChainDataError(f"RPC nodes disagree about {self._witness}: {seen}")
+            time.sleep(READ_RETRY_S)
         agreeing = [r for r in fresh if _agreement_key(r.witness) == best]
         head = max((r.props for r in agreeing), key=lambda p: p.head_block_number)
         w = agreeing[0].witness

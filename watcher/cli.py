@@ -132,9 +132,9 @@ def _print_status(doc: dict[str, Any]) -> None:
         print(f"last produced:  #{chain['last_produced_block']}")
     armed = doc.get("armed") or {}
     if armed.get("armed_key"):
-        print(f"armed:          {armed['phase']} on {armed['armed_key']} at "
-              f"{armed.get('baseline_missed')}; misses since armed: "
-              f"{armed.get('misses_since_armed')}")
+        print(f"armed:          {armed['phase']} on {armed['armed_key']} at total_missed "
+              f"{armed.get('baseline_missed')}")
+        print(f"since armed:    {armed.get('misses_since_armed')} missed block(s)")
         if armed.get("outstanding_request"):
             print(f"outstanding:    request {armed['outstanding_request']}")
     else:

@@ -180,7 +180,7 @@ def decide(obs: Observation, state: WatchState, policy: Policy, now: datetime) -
     observed = None if key is None else quorum_missed(fresh, key, policy.quorum)
     if key is None or observed is None:
         return Hold("fresh RPC nodes disagree on the signing key")
-    if state.armed_key is None:
+    if state.armed_key is None or state.phase == "unarmed":
         return Rearm(key, observed, f"armed on {key} at total_missed {observed}", expected=True)
     if key != state.armed_key:
         expected = state.phase in OUTSTANDING or (

@@ -96,8 +96,11 @@ def parse_answer(status: int, doc: Mapping[str, object]) -> SignerAnswer:
         body=doc)
 
 
-class _Retry(Exception):  # noqa: N818 - internal control flow, never escapes this module
+class _RetryableError(FailoverError):
+    """One attempt failed in a way another attempt may fix; never escapes this module."""
+
     def __init__(self, error: FailoverError) -> None:
+        super().__init__(str(error))
         self.error = error
 
 
@@ -140,16 +143,18 @@ class SignerClient:
                 content = response.raw.read(_MAX_ANSWER_BYTES + 1, decode_content=True)
                 status, received = response.status_code, Headers(response.headers.items())
         except requests.RequestException as e:
-            raise _Retry(SignerUnreachableError(f"{method} {path}: {type(e).__name__}")) from e
+            raise _RetryableError(
+                SignerUnreachableError(f"{method} {path}: {type(e).__name__}")) from e
         if len(content) > _MAX_ANSWER_BYTES:
-            raise _Retry(UntrustedAnswerError(f"{method} {path}: answer too large to verify"))
+            raise _RetryableError(
+                UntrustedAnswerError(f"{method} {path}: answer too large to verify"))
         try:
             # SECURITY: T2 — verify the received bytes, bound to our signature, then parse.
             verify_response(HttpResponse(status, received, content), headers, self._signer_key,
                             self._clock.now(), self.max_skew)
         except AuthError as e:
             log.warning("%s %s: HTTP %d answer rejected: %s", method, path, status, e)
-            raise _Retry(UntrustedAnswerError(f"{method} {path}: HTTP {status} answer "
+            raise _RetryableError(UntrustedAnswerError(f"{method} {path}: HTTP {status} answer "
                                               f"not authentic: {e}")) from e
         try:
             doc = json.loads(content)
@@ -159,7 +164,7 @@ class SignerClient:
             raise SignerProtocolError(f"{method} {path}: answer is not a JSON object")
         if status >= 500 and "state" not in doc:
             # A signed 503 (chain unavailable at the signer): worth another try.
-            raise _Retry(SignerUnreachableError(f"{method} {path}: HTTP {status} "
+            raise _RetryableError(SignerUnreachableError(f"{method} {path}: HTTP {status} "
                                                 f"{str(doc.get('error', ''))[:80]}"))
         return status, doc
 
@@ -176,7 +181,7 @@ class SignerClient:
         for attempt in range(tries):
             try:
                 return self._once(method, path, body)
-            except _Retry as retry:
+            except _RetryableError as retry:
                 if attempt + 1 >= tries:
                     raise retry.error from retry.__cause__
                 delay = min(self.max_backoff_s, self.backoff_s * 2 ** attempt)

@@ -9,6 +9,7 @@ through "/rpc/3", which the watcher does not use.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -389,6 +390,39 @@ def test_signer_down_at_threshold_switches_once_when_back(tmp_path: Path,
         assert sms_events(fake_twilio).count("switch_confirmed") == 1
         assert sms_events(fake_twilio).count("signer_unreachable") == 1
         _assert_no_chain_key(devnet.dir, "signer-down")
+
+
+def run_watcher_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`witness-watcher ARGS` as a real process."""
+    return subprocess.run([console_script("witness-watcher"), *args], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+@pytest.mark.timeout(120)
+def test_check_and_status_commands(tmp_path: Path) -> None:
+    """check does a signed round trip, status names the active node; both notice a dead signer."""
+    with running_devnet(tmp_path / "drill", slot_seconds=SLOT_S) as devnet, \
+            signer_process(devnet.dir) as signer:
+        config = str(devnet.dir / "watcher.toml")
+        signer.start()
+        result = run_watcher_cli("check", "--config", config)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "signed round trip" in result.stdout
+        assert "[FAIL]" not in result.stdout
+        result = run_watcher_cli("status", "--config", config, "--json")
+        assert result.returncode == 0, result.stderr
+        doc = json.loads(result.stdout)
+        assert doc["chain"]["active_node"] == "primary"
+        assert doc["signer"]["reachable"] is True
+        assert doc["signer"]["verified"] is True
+        text = run_watcher_cli("status", "--config", config).stdout
+        assert "(primary)" in text
+        assert "next slot:" in text
+        signer.stop()
+        result = run_watcher_cli("check", "--config", config)
+        assert result.returncode == 1
+        assert "[FAIL] signer" in result.stdout
+        assert run_watcher_cli("status", "--config", config).returncode == 1
 
 
 # ---- the watcher holds no chain key ------------------------------------------------------

@@ -94,7 +94,7 @@ class StubSigner:
             def do_POST(self) -> None:
                 self._serve()
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
                 pass
 
         return Handler

@@ -42,7 +42,8 @@ def secrets_used(base: Path) -> dict[str, str]:
 def test_no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> None:
     """No log line of the whole run contains a WIF, raw key, passphrase or Twilio token."""
     base = tmp_path_factory.getbasetemp()
-    logs = [p for p in base.rglob("*.log") if p.is_file()]
+    logs = [p for pattern in ("*.log", "*.out", "*.err") for p in base.rglob(pattern)
+            if p.is_file()]
     drills = list(base.rglob("devnet.toml"))
     if not drills:
         pytest.skip("no signer or devnet scenario ran in this session; nothing to scan")

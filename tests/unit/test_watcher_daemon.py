@@ -1,0 +1,251 @@
+"""The daemon over fakes: what it sends, what it alerts, how it follows the signer's answers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+
+from shared.errors import NotifyError
+from watcher.core import NodeView, Observation, Policy
+from watcher.daemon import Settings, Watcher
+from watcher.metrics import Metrics, MetricsServer
+from watcher.schedule import Schedule, Timing
+from watcher.signer_client import SignerAnswer, UntrustedAnswerError
+from watcher.state import StateStore
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+PRIMARY = "STM" + "P" * 50
+BACKUP = "STM" + "B" * 50
+SETTINGS = Settings(account="alice", policy=Policy(miss_threshold=1),
+                    timing=Timing(block_interval_s=3, max_poll_interval_s=30, stale_after_s=15,
+                                  visible_after_s=1))
+
+
+class FakeClock:
+    """One second per reading."""
+
+    def __init__(self) -> None:
+        self.t = T0
+
+    def now(self) -> datetime:
+        """The next second."""
+        self.t += timedelta(seconds=1)
+        return self.t
+
+
+class FakeReader:
+    """One node; ``down`` makes it fail."""
+
+    def __init__(self) -> None:
+        self.key, self.missed, self.head, self.calls, self.down = PRIMARY, 10, 100, 0, False
+
+    def observe(self, now: datetime) -> Observation:
+        """A new head each poll, or nothing when down."""
+        if self.down:
+            return Observation((), ("http://127.0.0.1:1/",))
+        self.head += 1
+        self.calls += 2
+        return Observation((NodeView("http://127.0.0.1:1/", True, self.head, now, self.head,
+                                     self.key, self.missed, self.head - 1),))
+
+    def schedule(self) -> Schedule:
+        """A one-witness round."""
+        return Schedule(("alice",), self.head + 100)
+
+
+class FakeSigner:
+    """Scripted answers; records the POST bodies and GETs."""
+
+    def __init__(self, *answers: SignerAnswer | Exception) -> None:
+        self.answers = list(answers)
+        self.bodies: list[bytes] = []
+        self.gets: list[str] = []
+        self.requests_sent = 0
+
+    def _next(self) -> SignerAnswer:
+        self.requests_sent += 1
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def failover(self, body: bytes) -> SignerAnswer:
+        """Record and answer."""
+        self.bodies.append(body)
+        return self._next()
+
+    def request_state(self, request_id: str, attempts: int | None = None) -> SignerAnswer:
+        """Record and answer."""
+        self.gets.append(request_id)
+        return self._next()
+
+    def follow(self, answer: SignerAnswer, timeout_s: float, interval_s: float) -> SignerAnswer:
+        """Broadcast answers stay as they are here."""
+        return answer
+
+
+class Recorder:
+    """A notifier that records, or fails when ``broken``."""
+
+    def __init__(self, *, broken: bool = False) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self.broken = broken
+
+    def send(self, event: str, text: str) -> None:
+        """Record or fail."""
+        if self.broken:
+            raise NotifyError("twilio down")
+        self.sent.append((event, text))
+
+    @property
+    def events(self) -> list[str]:
+        """Event names in order."""
+        return [e for e, _ in self.sent]
+
+
+def answer(state: str, status: int = 200, **extra: object) -> SignerAnswer:
+    """A verified signer answer."""
+    return SignerAnswer(status, state, "sig-" + "1" * 28, BACKUP, "ab" * 20, 7,
+                        str(extra.get("detail", "")), {"state": state, **extra})
+
+
+def make(tmp_path: Path, signer: FakeSigner, notifier: Recorder | None = None, *,
+         settings: Settings = SETTINGS) -> tuple[Watcher, FakeReader, Recorder]:
+    """A daemon over fakes with a real state store."""
+    reader, notes = FakeReader(), notifier or Recorder()
+    w = Watcher(settings, reader, signer, notifier=notes, clock=FakeClock(),
+                sleep=lambda _s: None, store=StateStore(tmp_path / "state"))
+    return w, reader, notes
+
+
+def test_threshold_sends_one_request_and_alerts(tmp_path: Path) -> None:
+    """The miss sends one signed-body request naming the failing key; SMS requested, confirmed."""
+    signer = FakeSigner(answer("confirmed"))
+    w, reader, notes = make(tmp_path, signer)
+    w.step()
+    reader.missed = 11
+    w.step()
+    body = json.loads(signer.bodies[0])
+    assert body["failing_key"] == PRIMARY
+    assert body["observed_total_missed"] == 11
+    assert body["witness"] == "alice"
+    assert "dry_run" not in body
+    assert notes.events == ["switch_requested", "switch_confirmed"]
+    reader.missed = 15
+    w.step()  # still the old key on the nodes: no second request
+    assert len(signer.bodies) == 1
+
+
+def test_dry_run_asks_without_switching(tmp_path: Path) -> None:
+    """--dry-run sends dry_run=true, reports the signer's verdict, and re-arms past the misses."""
+    signer = FakeSigner(answer("dry_run", decision="switch", detail="would switch"))
+    w, reader, notes = make(tmp_path, signer, settings=replace(SETTINGS, dry_run=True))
+    w.step()
+    reader.missed = 11
+    w.step()
+    assert json.loads(signer.bodies[0])["dry_run"] is True
+    assert notes.events == ["dry_run"]
+    assert (w.state.phase, w.state.baseline_missed) == ("armed", 11)
+
+
+def test_refusal_alerts_and_rearms(tmp_path: Path) -> None:
+    """A refused request is reported with the signer's detail and not retried for old misses."""
+    signer = FakeSigner(answer("refused", 409, detail="[cooldown] cooling down"))
+    w, reader, notes = make(tmp_path, signer)
+    w.step()
+    reader.missed = 11
+    w.step()
+    w.step()
+    assert notes.events == ["switch_requested", "switch_refused"]
+    assert "cooling down" in notes.sent[-1][1]
+    assert len(signer.bodies) == 1
+
+
+def test_pending_request_is_followed_until_confirmed(tmp_path: Path) -> None:
+    """A 202 pending request is followed with GETs on the signer's id, never re-posted."""
+    signer = FakeSigner(answer("pending", 202), answer("pending", 202), answer("confirmed"))
+    w, reader, notes = make(tmp_path, signer)
+    w.step()
+    reader.missed = 11
+    w.step()
+    assert w.state.phase == "pending"
+    w.step()
+    w.step()
+    assert len(signer.bodies) == 1
+    assert signer.gets == ["sig-" + "1" * 28] * 2
+    assert w.state.phase == "switched"
+    assert notes.events[-1] == "switch_confirmed"
+
+
+def test_untrusted_answers_keep_the_request_and_alert_once(tmp_path: Path) -> None:
+    """Answers that fail verification change nothing; the request is retried, one SMS sent."""
+    signer = FakeSigner(UntrustedAnswerError("bad signature"))
+    w, reader, notes = make(tmp_path, signer)
+    w.step()
+    reader.missed = 11
+    for _ in range(5):
+        w.step()
+    assert w.state.phase == "requested"
+    assert len(set(signer.bodies)) == 1
+    assert len(signer.bodies) == 5
+    assert notes.events == ["switch_requested", "signer_unreachable"]
+
+
+def test_rpc_outage_alerts_once_and_recovery_is_reported(tmp_path: Path) -> None:
+    """No data: hold and alert once; data again: one "recovered" message."""
+    w, reader, notes = make(tmp_path, FakeSigner(answer("confirmed")))
+    w.step()
+    reader.down = True
+    for _ in range(4):
+        w.step()
+    reader.down = False
+    w.step()
+    assert notes.events == ["rpc_unhealthy", "recovered"]
+
+
+def test_broken_notifier_never_blocks_a_failover(tmp_path: Path) -> None:
+    """Every SMS failing does not stop the request or the switch."""
+    signer = FakeSigner(answer("confirmed"))
+    w, reader, _ = make(tmp_path, signer, Recorder(broken=True))
+    w.step()
+    reader.missed = 11
+    w.step()
+    assert w.state.phase == "switched"
+    assert len(signer.bodies) == 1
+
+
+def test_one_shot_run_returns_after_the_switch(tmp_path: Path) -> None:
+    """run() with one_shot ends after the first confirmed switch, and a restart does not run."""
+    settings = replace(SETTINGS, policy=replace(SETTINGS.policy, one_shot=True))
+    signer = FakeSigner(answer("confirmed"))
+    w, reader, _ = make(tmp_path, signer, settings=settings)
+    w.step()
+    reader.missed = 11
+    w.run()
+    assert w.state.phase == "stopped"
+    again, _, _ = make(tmp_path, signer, settings=settings)
+    again.run()
+    assert len(signer.bodies) == 1
+
+
+def test_metrics_endpoint_serves_prometheus_text(tmp_path: Path) -> None:
+    """/metrics on loopback shows polls, RPC calls, misses, requests and the phase."""
+    w, _, _ = make(tmp_path, FakeSigner(answer("confirmed")))
+    server = MetricsServer(w.metrics, "127.0.0.1", 0).start()
+    try:
+        w.step()
+        text = requests.get(f"http://127.0.0.1:{server.port}/metrics", timeout=5).text
+        assert requests.get(f"http://127.0.0.1:{server.port}/x", timeout=5).status_code == 404
+    finally:
+        server.close()
+    assert "witness_watcher_polls_total 1" in text
+    assert "witness_watcher_rpc_calls_total 2" in text
+    assert 'witness_watcher_state{phase="armed"} 1' in text
+    assert "witness_watcher_misses_since_armed 0" in text
+    with pytest.raises(AttributeError):
+        Metrics().update(no_such_metric=1)
