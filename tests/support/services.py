@@ -44,9 +44,11 @@ class Service:
             self.proc.wait(timeout=10)
 
 
-def _start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+def start_process(argv: list[str], log: Path, cwd: Path | None = None
+                  ) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own process group, output appended to ``log``."""
     with log.open("ab") as fh:
-        return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
+        return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, cwd=cwd,
                                 start_new_session=True,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
@@ -57,7 +59,7 @@ def running_signer(directory: Path, tag: str = "signer") -> Iterator[Service]:
     port = tomllib.loads((directory / "signer.toml").read_text())["signer"]["port"]
     url = f"http://127.0.0.1:{port}"
     log = directory / f"{tag}.log"
-    service = Service(_start([console_script("witness-signer"), "serve", "--config",
+    service = Service(start_process([console_script("witness-signer"), "serve", "--config",
                               str(directory / "signer.toml")], log), log, url)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -79,7 +81,7 @@ def running_signer(directory: Path, tag: str = "signer") -> Iterator[Service]:
 def running_watcher(directory: Path, tag: str = "watcher") -> Iterator[Service]:
     """`witness-watcher run` on ``directory``."""
     log = directory / f"{tag}.log"
-    service = Service(_start([console_script("witness-watcher"), "run", "--config",
+    service = Service(start_process([console_script("witness-watcher"), "run", "--config",
                               str(directory / "watcher.toml")], log), log)
     try:
         time.sleep(0.2)
