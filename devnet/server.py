@@ -260,6 +260,9 @@ def _lie(answer: bytes) -> bytes:
 class _Handler(BaseHTTPRequestHandler):
     server: DevnetHTTPServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle on, keep-alive
+    # clients waited ~44 ms per call for the delayed ACK (bench/signer_bench.py).
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.address_string(), format % args)

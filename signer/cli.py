@@ -2,8 +2,9 @@
 
 ``serve`` loads signer.toml once and builds the service in gunicorn's worker
 (:mod:`signer.serving`); ``pending``/``approve``/``deny``/``audit`` work on the running
-server's SQLite state, ``status`` on the chain, ``keystore`` on the keystore. No command
-prints a private key or a passphrase.
+server's SQLite state, ``status`` on the chain; ``keystore``, ``keygen`` and ``dry-run``
+live in :mod:`signer.cli_keys`, ``init`` writes a config (:mod:`signer.initconfig`).
+No command prints a private key or a passphrase.
 """
 
 from __future__ import annotations
@@ -21,29 +22,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from shared.errors import (
-    ChainDataError,
-    ChainError,
-    ChainUnavailableError,
-    ConfigError,
-    FailoverError,
-    KeystoreError,
-)
-from shared.httpsig import generate_keypair
+from shared.errors import ChainError, ConfigError, FailoverError
 from shared.rpc import JsonRpcClient
-from signer.app import configured_passphrase_sources, open_store
+from signer.app import open_store
 from signer.approvals import approve_request, deny_request, describe_request
-from signer.config import SignerConfig
-from signer.keystore import (
-    Keystore,
-    PassphraseSource,
-    Role,
-    Secret,
-    check_authority,
-    create_keystore,
-    read_passphrase,
-    read_wif_noecho,
-)
+from signer.cli_keys import cmd_dry_run, cmd_keygen, cmd_keystore, key_name
+from signer.config import SignerConfig, environment_help
+from signer.initconfig import write_signer_init
 from signer.serving import serve_signer
 from signer.store import RequestRecord
 
@@ -55,7 +40,8 @@ _CONFIG_HELP = "path to signer.toml (relative paths in it are relative to the fi
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="witness-signer",
+        prog="witness-signer", epilog=environment_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="The witness-failover signer: the only process that holds a chain key. "
         "It serves the signed HTTP API the watcher calls, applies its own policy and "
         "switches the witness's signing key. Exit status: 0 ok, 1 other failure (e.g. the "
@@ -116,6 +102,28 @@ def _parser() -> argparse.ArgumentParser:
                              help="role of the key (default and only allowed value: "
                              "witness.key_mode)")
 
+    dry = command("dry-run", "rehearse the next switch against the configured chain: check "
+                  "the nodes' chain id, read the witness, pick the target as the policy would "
+                  "(the missed-blocks evidence is assumed, every other rule applies), build and "
+                  "sign the exact transaction with fresh TaPoS, recover its signer against the "
+                  "chain id, check the key's authority, print it; NEVER broadcasts and writes no "
+                  "state; exit 2 when the policy refuses, 3 on a chain error")
+    dry.add_argument("--json", action="store_true", help="print one JSON report")
+    init = command("init", "write a commented signer.toml for a real chain into DIR, with "
+                   "public API nodes and EDIT-ME placeholders to edit; holds no secret (key "
+                   "files and credential names only); never overwrites; contacts no node",
+                   config=False)
+    init.add_argument("--out", type=Path, required=True, metavar="DIR",
+                      help="directory to write signer.toml (and an empty keys/) into")
+    init.add_argument("--chain", choices=["hive", "steem"], default="hive",
+                      help="chain profile (default hive)")
+    init.add_argument("--account", default=None, metavar="NAME",
+                      help="the witness account (default: a placeholder to edit)")
+    init.add_argument("--key-mode", choices=["active", "signing"], default="signing",
+                      help="signing: witness_set_properties with the nodes' signing keys "
+                      "(default); active: witness_update with the active key")
+    init.add_argument("--node", action="append", default=None, metavar="URL",
+                      help="an RPC node (repeat for several; default: public API nodes)")
     keygen = command("keygen", "write a new Ed25519 identity for the signer, a watcher or "
                      "an operator: PATH (private, mode 0600) and PATH.pub", config=False)
     keygen.add_argument("--out", type=Path, required=True, metavar="PATH",
@@ -212,11 +220,6 @@ def cmd_audit(config: SignerConfig, args: argparse.Namespace) -> int:
 # ---- status: the chain through the configured nodes -----------------------------------------
 
 
-def _key_name(config: SignerConfig, key: str) -> str:
-    return next((k.name for k in config.node_keys if k.public_key == key),
-                "NOT a configured node key")
-
-
 def _read_nodes(config: SignerConfig, rpc: JsonRpcClient) -> list[dict[str, Any]]:
     nodes: list[dict[str, Any]] = []
     for url in rpc.urls:
@@ -231,7 +234,7 @@ def _read_nodes(config: SignerConfig, rpc: JsonRpcClient) -> list[dict[str, Any]
             w = reading.witness
             entry.update(head_block_num=reading.props.head_block_number,
                          head_time=reading.props.time.isoformat(), signing_key=w.signing_key,
-                         key_name=_key_name(config, w.signing_key),
+                         key_name=key_name(config, w.signing_key),
                          total_missed=w.total_missed,
                          last_confirmed_block_num=w.last_confirmed_block_num)
         nodes.append(entry)
@@ -264,118 +267,30 @@ def cmd_status(config: SignerConfig, args: argparse.Namespace) -> int:
                   f"#{n['head_block_num']}, key {n['signing_key']} ({n['key_name']}), "
                   f"total_missed {n['total_missed']}")
         if armed is not None:
-            print(f"  armed on {_key_name(config, armed.armed_key)} at total_missed "
+            print(f"  armed on {key_name(config, armed.armed_key)} at total_missed "
                   f"{armed.baseline_missed} since {armed.armed_at:%Y-%m-%d %H:%M:%S}Z")
     if any(n.get("chain_id_ok") is False for n in nodes):
         return EXIT_CHAIN
     return EXIT_OK if any("error" not in n for n in nodes) else EXIT_CHAIN
 
 
-# ---- keystore ---------------------------------------------------------------------------------
+# ---- init and main ---------------------------------------------------------------------------
 
 
-def _available(source: PassphraseSource) -> bool:
-    if source.kind == "file":
-        return source.path is not None and (source.path.exists() or source.path.is_symlink())
-    return source.kind == "env" and source.env_value is not None
-
-
-def _passphrase(config: SignerConfig, *, confirm: bool = False) -> Secret:
-    """The passphrase from the configured credential, file or variable; else the terminal.
-
-    Raises:
-        KeystoreError: unsafe passphrase file, no source, or two different entries.
-    """
-    configured = [s for s in configured_passphrase_sources(config) if s.kind != "tty"]
-    if any(_available(s) for s in configured):
-        return read_passphrase(configured)  # an unsafe file mode is an error, not a fallback
-    if not sys.stdin.isatty():
-        raise KeystoreError("no passphrase: set keystore.passphrase_file (or _credential, "
-                            "_env) in the config, or run this command on a terminal")
-    first = read_passphrase(PassphraseSource.tty("New keystore passphrase: " if confirm
-                                                 else "Keystore passphrase: "))
-    if confirm and read_passphrase(PassphraseSource.tty("Repeat it: ")).reveal() != (
-            first.reveal()):
-        raise KeystoreError("the two passphrases differ")
-    return first
-
-
-def cmd_keystore(config: SignerConfig, args: argparse.Namespace) -> int:
-    if args.keystore_command == "create":
-        create_keystore(config.keystore_path, _passphrase(config, confirm=True)).close()
-        print(f"created an empty keystore at {config.keystore_path}; next: keystore import")
-        return EXIT_OK
-    passphrase = _passphrase(config)
-    with Keystore.open(config.keystore_path, passphrase) as store:
-        if args.keystore_command == "list":
-            active = store.public_keys("active")
-            for key in store.public_keys():
-                print(f"{key}  active  account {config.policy.witness}" if key in active
-                      else f"{key}  signing  node {_key_name(config, key)}")
-            print(f"{len(store.public_keys())} key(s) in {config.keystore_path}")
-            return EXIT_OK
-        return _import(config, store, passphrase, args.role or config.policy.key_mode)
-
-
-def _import(config: SignerConfig, store: Keystore, passphrase: Secret, role: Role) -> int:
-    # SECURITY: T6/T1 — in signing mode the keystore never holds the active key, and a key
-    # for the other mode is one more secret on the host with no use.
-    if role != config.policy.key_mode:
-        raise KeystoreError(f"--role {role} does not match witness.key_mode = "
-                            f"{config.policy.key_mode!r}")
-    # A terminal gets a no-echo prompt; a pipe (scripts) gives the first line.
-    wif = read_wif_noecho() if sys.stdin.isatty() else Secret(sys.stdin.readline().strip())
-    pubkey = store.add(wif, role)  # in memory only until the authority check passes
-    account: dict[str, Any] = {}
-    if role == "active":
-        account = _account_on_chain(config)
-    # SECURITY: T6 — a key without the authority would sign transactions the chain refuses.
-    check_authority(pubkey, role, account, config.policy.node_keys)
-    store.save(passphrase)
-    print(f"imported {pubkey} ({role}) into {config.keystore_path}")
-    return EXIT_OK
-
-
-def _account_on_chain(config: SignerConfig) -> dict[str, Any]:
-    """The witness's account from the first node that proves it is on the configured chain.
-
-    Raises:
-        ChainDataError: a node is on another chain, or the account does not exist.
-        ChainUnavailableError: no node answered.
-    """
-    rpc = JsonRpcClient(config.rpc_nodes, timeout_s=config.rpc_timeout_s)
-    for url in rpc.urls:
-        try:
-            chain_id = rpc.chain_id(url)
-            # SECURITY: T6 — an account read from another chain proves nothing about this one.
-            accounts = None if chain_id != config.chain.chain_id else rpc.call_node(
-                url, "condenser_api.get_accounts", [[config.policy.witness]])
-        except ChainUnavailableError as e:
-            log.warning("node unavailable: %s", e)
-            continue
-        if accounts is None:
-            raise ChainDataError(f"{url} is on chain {chain_id}, not {config.chain.name}")
-        if not (isinstance(accounts, list) and len(accounts) == 1
-                and isinstance(accounts[0], dict)):
-            raise ChainDataError(f"{url}: no account {config.policy.witness!r}")
-        return accounts[0]
-    raise ChainUnavailableError("no RPC node answered; cannot check the key's authority")
-
-
-# ---- keygen and main --------------------------------------------------------------------------
-
-
-def cmd_keygen(args: argparse.Namespace) -> int:
-    out: Path = args.out
-    public = out.with_name(out.name + ".pub")
-    signer = generate_keypair(out, public)
-    print(f"wrote {out} (private, mode 0600) and {public}: {signer.public_key.to_base64()}")
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a commented signer.toml for a real chain; never overwrites, contacts nothing."""
+    written = write_signer_init(args.out, chain=args.chain, account=args.account,
+                                key_mode=args.key_mode, nodes=args.node or ())
+    for path in written:
+        print(f"wrote {path}")
+    print(f"next: edit every EDIT line of {written[0]}, then `witness-signer dry-run --config "
+          f"{written[0]}` (see the file's header)")
     return EXIT_OK
 
 
 COMMANDS: dict[str, Callable[[SignerConfig, argparse.Namespace], int]] = {
     "serve": cmd_serve, "status": cmd_status, "pending": cmd_pending, "approve": cmd_verdict,
-    "deny": cmd_verdict, "audit": cmd_audit, "keystore": cmd_keystore,
+    "deny": cmd_verdict, "audit": cmd_audit, "keystore": cmd_keystore, "dry-run": cmd_dry_run,
 }
 
 
@@ -394,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "keygen":
             return cmd_keygen(args)
+        if args.command == "init":
+            return cmd_init(args)
         config = SignerConfig.load(args.config)
         return COMMANDS[args.command](config, args)
     except FailoverError as e:

@@ -2,11 +2,19 @@
 
 This is the only signer module that reads the environment. Config holds
 *paths* to secrets, never the secrets themselves.
+
+Environment overrides, for containers (they replace the file's value):
+``WITNESS_SIGNER_HOST``, ``WITNESS_SIGNER_PORT``, ``WITNESS_SIGNER_RPC_NODES``
+(comma-separated, replaces ``chain.nodes``) and ``WITNESS_SIGNER_STATE_DIR``.
+``notify.twilio_env_file`` names a ``KEY=VALUE`` file (mode 0600) holding the
+``TWILIO_*`` settings as the seed script kept them (:data:`TWILIO_ENV_NAMES`);
+its values are read when needed and never stored here.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,11 +23,20 @@ from typing import Any, Literal
 
 from shared.chains import ChainProfile, profile
 from shared.config import Fields, resolve_path
-from shared.errors import ConfigError
+from shared.errors import ConfigError, KeystoreError
 from signer.policy import PolicyConfig
+from signer.privatefile import read_private_file
 
 Role = Literal["watcher", "operator"]
 ENV_PREFIX = "WITNESS_SIGNER_"
+ENV_HOST, ENV_PORT = ENV_PREFIX + "HOST", ENV_PREFIX + "PORT"
+ENV_RPC_NODES = ENV_PREFIX + "RPC_NODES"  # comma-separated, replaces chain.nodes
+ENV_STATE_DIR = ENV_PREFIX + "STATE_DIR"  # replaces signer.state_dir
+# The .env names, as the seed script used them: the SID, the token, the sender, the
+# recipients (comma-separated).
+TWILIO_ENV_NAMES = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM", "TWILIO_TO")
+_MAX_ENV_FILE_BYTES = 65536
+_ENV_LINE = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)")
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,7 @@ class TwilioConfig:
     from_number: str
     to_numbers: tuple[str, ...]
     api_base_url: str | None
+    env_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -84,8 +102,19 @@ class SignerConfig:
     twilio: TwilioConfig | None
 
     def env_value(self, name: str) -> str | None:
-        """Read one environment variable (the only place the signer does)."""
-        return os.environ.get(name)
+        """One environment variable (the only place the signer reads one).
+
+        A ``TWILIO_*`` name missing from the environment is looked up in
+        ``notify.twilio_env_file``, re-read now so the value never sits in the config.
+
+        Raises:
+            ConfigError: the .env file is unsafe or malformed.
+        """
+        value = os.environ.get(name)
+        if value is None and self.twilio is not None and self.twilio.env_file is not None \
+                and name.startswith("TWILIO_"):
+            value = read_env_file(self.twilio.env_file, self.path).get(name)
+        return value
 
     @classmethod
     def load(cls, path: Path) -> SignerConfig:
@@ -121,6 +150,8 @@ class SignerConfig:
         node_keys = tuple(_node_keys(f))
         policy = _policy(f, node_keys)
         nodes = f.str_list("chain.nodes")
+        if os.environ.get(ENV_RPC_NODES):
+            nodes = [n.strip() for n in os.environ[ENV_RPC_NODES].split(",") if n.strip()]
         for i, url in enumerate(nodes):
             if not url.startswith(("http://", "https://")):
                 raise f.fail(f"chain.nodes[{i}]", "must be an http:// or https:// URL")
@@ -129,22 +160,22 @@ class SignerConfig:
         tls_key = f.opt_path("signer.tls_key", base)
         if (tls_cert is None) != (tls_key is None):
             raise f.fail("signer.tls_key", "tls_cert and tls_key must be set together")
-        env_override = os.environ.get(ENV_PREFIX + "PORT")
+        env_override = os.environ.get(ENV_PORT)
         port = f.int("signer.port", lo=0, hi=65535)
         if env_override:
             if not env_override.isdigit() or not 0 <= int(env_override) <= 65535:
-                raise ConfigError("must be a port number", field=ENV_PREFIX + "PORT")
+                raise ConfigError("must be a port number", field=ENV_PORT)
             port = int(env_override)
+        state_dir = os.environ.get(ENV_STATE_DIR) or f.str("signer.state_dir", default="state")
         return cls(
             path=path,
-            host=os.environ.get(ENV_PREFIX + "HOST") or f.str("signer.host",
-                                                                 default="127.0.0.1"),
+            host=os.environ.get(ENV_HOST) or f.str("signer.host", default="127.0.0.1"),
             port=port,
             threads=f.int("signer.threads", default=8, lo=1, hi=64),
             max_body_bytes=f.int("signer.max_body_bytes", default=8192, lo=256, hi=1 << 20),
             tls_cert=tls_cert,
             tls_key=tls_key,
-            state_dir=resolve_path(base, f.str("signer.state_dir", default="state")),
+            state_dir=resolve_path(base, state_dir),
             signer_key_path=resolve_path(base, f.str("signer.signer_key")),
             max_skew=timedelta(seconds=f.float("signer.max_skew_s", default=30, lo=1, hi=300)),
             clients=clients,
@@ -224,14 +255,90 @@ def _policy(f: Fields, node_keys: tuple[NodeKey, ...]) -> PolicyConfig:
 
 
 def _twilio(f: Fields, base: Path) -> TwilioConfig | None:
-    sid = f.opt_str("notify.twilio_account_sid")
+    env_file = f.opt_path("notify.twilio_env_file", base)
+    # Only the SID, sender and recipients are kept; the token is looked up when needed.
+    dotenv = {} if env_file is None else read_env_file(env_file, f.path)
+    sid = f.opt_str("notify.twilio_account_sid") or dotenv.get("TWILIO_ACCOUNT_SID")
     if sid is None:
+        if env_file is not None:
+            raise f.fail("notify.twilio_account_sid", "not set here nor as TWILIO_ACCOUNT_SID "
+                         f"in {env_file}")
         return None
+    sender = f.opt_str("notify.twilio_from") or dotenv.get("TWILIO_FROM")
+    if not sender:
+        raise f.fail("notify.twilio_from", "is required (or TWILIO_FROM in the .env file)")
+    to = f.str_list("notify.to", default=[]) or [
+        n.strip() for n in dotenv.get("TWILIO_TO", "").split(",") if n.strip()]
+    if not to:
+        raise f.fail("notify.to", "list at least one number (or TWILIO_TO in the .env file)")
     return TwilioConfig(
         account_sid=sid,
         auth_token_file=f.opt_path("notify.twilio_auth_token_file", base),
         auth_token_env=f.str("notify.twilio_auth_token_env", default="TWILIO_AUTH_TOKEN"),
-        from_number=f.str("notify.twilio_from"),
-        to_numbers=tuple(f.str_list("notify.to")),
+        from_number=sender,
+        to_numbers=tuple(to),
         api_base_url=f.opt_str("notify.twilio_api_base_url"),
+        env_file=env_file,
     )
+
+
+def parse_env_text(text: str, path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines (``#`` comments, ``export``, quotes) as a dict; pure.
+
+    Raises:
+        ConfigError: a line that is not ``KEY=VALUE``, named by number only (T8: the
+            line may hold a token).
+    """
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        m = _ENV_LINE.fullmatch(stripped)
+        if m is None:
+            raise ConfigError(f"line {number} is not KEY=VALUE", path=str(path))
+        value = m[2].strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[m[1]] = value
+    return values
+
+
+def read_env_file(path: Path, config_path: Path) -> dict[str, str]:
+    """The ``.env`` file at ``path``; it must be a regular file of mode 0600 (or 0400).
+
+    Raises:
+        ConfigError: missing, unsafe mode, too large, not UTF-8, or a malformed line.
+    """
+    field = "notify.twilio_env_file"
+    try:
+        # SECURITY: T8 — a .env readable by group or others leaks the Twilio token.
+        data = read_private_file(path, ".env file", _MAX_ENV_FILE_BYTES)
+    except KeystoreError as e:
+        raise ConfigError(str(e), path=str(config_path), field=field) from e
+    if data is None:
+        raise ConfigError(f"{path} does not exist", path=str(config_path), field=field)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8", path=str(config_path), field=field) from e
+    return parse_env_text(text, path)
+
+
+def environment_help() -> str:
+    """The environment variables the signer reads, for ``--help``."""
+    return f"""\
+environment (overrides for containers; the config file names everything else):
+  {ENV_HOST}       replaces signer.host
+  {ENV_PORT}       replaces signer.port
+  {ENV_RPC_NODES}  comma-separated RPC node URLs, replace chain.nodes
+  {ENV_STATE_DIR}  replaces signer.state_dir
+  CREDENTIALS_DIRECTORY     systemd's, for keystore.passphrase_credential
+  TWILIO_AUTH_TOKEN         or the variable named by notify.twilio_auth_token_env
+  {", ".join(TWILIO_ENV_NAMES[:2])},
+  {", ".join(TWILIO_ENV_NAMES[2:])}
+                            also read from notify.twilio_env_file, a KEY=VALUE file of
+                            mode 0600 (the environment wins over the file)
+"""

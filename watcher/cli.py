@@ -25,7 +25,14 @@ from shared.errors import ConfigError, FailoverError
 from shared.httpsig import generate_keypair
 from watcher import report
 from watcher.app import build_watcher
-from watcher.config import ENV_RPC_NODES, ENV_SIGNER_URL, WatcherConfig
+from watcher.config import (
+    ENV_RPC_NODES,
+    ENV_SIGNER_URL,
+    ENV_STATE_DIR,
+    TWILIO_ENV_NAMES,
+    WatcherConfig,
+)
+from watcher.initconfig import write_watcher_init
 from watcher.state import StateError
 
 log = logging.getLogger(__name__)
@@ -38,10 +45,15 @@ witness-signer (RFC 9421-signed HTTP) to switch its signing key when the misses
 since the armed baseline reach the threshold. Holds no chain key.
 """
 _EPILOG = f"""\
-environment:
+environment (overrides for containers; the config file names everything else):
   {ENV_RPC_NODES}   comma-separated RPC nodes, replaces watcher.rpc_nodes
   {ENV_SIGNER_URL}  replaces signer.url
+  {ENV_STATE_DIR}   replaces watcher.state_dir
   the variable named by twilio.auth_token_env (default TWILIO_AUTH_TOKEN)
+  {", ".join(TWILIO_ENV_NAMES[:2])},
+  {", ".join(TWILIO_ENV_NAMES[2:])}
+      also read from twilio.env_file, a KEY=VALUE file of mode 0600 (the
+      environment and the [twilio] table win over the file)
 
 exit codes: 0 ok, 1 check failed or runtime error, 2 usage/config error,
 3 state directory locked or unusable
@@ -80,6 +92,21 @@ def _parser() -> argparse.ArgumentParser:
                         "credentials are present. Sends an SMS only with --send-test.")
     ck.add_argument("--config", type=Path, required=True, help=_CONFIG_HELP)
     ck.add_argument("--send-test", action="store_true", help="also send a test SMS")
+
+    init = sub.add_parser("init", help="write a commented watcher.toml for a real chain",
+                          description="Write DIR/watcher.toml for a real chain: public API "
+                          "nodes and EDIT-ME placeholders to edit, key file paths only (no "
+                          "secret), and an empty DIR/keys. Never overwrites; contacts nothing.")
+    init.add_argument("--out", type=Path, required=True, metavar="DIR",
+                      help="directory to write watcher.toml into")
+    init.add_argument("--chain", choices=["hive", "steem"], default="hive",
+                      help="chain whose public nodes are suggested (default hive)")
+    init.add_argument("--account", default=None, metavar="NAME",
+                      help="the witness account (default: a placeholder to edit)")
+    init.add_argument("--node", action="append", default=None, metavar="URL",
+                      help="an RPC node (repeat for several; default: public API nodes)")
+    init.add_argument("--signer-url", default=None, metavar="URL",
+                      help="the signer's base URL (default: a placeholder to edit)")
 
     kg = sub.add_parser("keygen", help="create the watcher's Ed25519 request key pair",
                         description="Write a new Ed25519 key pair: the private key at PATH "
@@ -185,6 +212,17 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write the config files and say what to edit next."""
+    written = write_watcher_init(args.out, chain=args.chain, account=args.account,
+                                 nodes=args.node or (), signer_url=args.signer_url)
+    for path in written:
+        print(f"wrote {path}")
+    print(f"next: edit every EDIT line of {written[0]}, then `witness-watcher check --config "
+          f"{written[0]}`")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``witness-watcher``."""
     args = _parser().parse_args(argv)
@@ -194,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "keygen":
             return cmd_keygen(args)
+        if args.command == "init":
+            return cmd_init(args)
         config = WatcherConfig.load(args.config)
         commands = {"run": cmd_run, "status": cmd_status, "check": cmd_check}
         return commands[args.command](config, args)

@@ -1,7 +1,9 @@
 """watcher.toml, loaded once into a frozen :class:`WatcherConfig`.
 
 The only watcher module that reads the environment: the Twilio auth token's
-variable and the ``WITNESS_WATCHER_*`` overrides. Every problem is a
+variable and the ``WITNESS_WATCHER_*`` overrides. ``twilio.env_file`` names a
+``KEY=VALUE`` file (mode 0600) with the ``TWILIO_*`` settings as the seed
+script kept them (:data:`TWILIO_ENV_NAMES`); the token in it is read when needed. Every problem is a
 :class:`ConfigError` naming the file and the field. The config holds paths to
 secrets (the Ed25519 key, the Twilio token file), never the secrets, except the
 token read from the environment, which stays behind a redacting wrapper.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Mapping
@@ -20,13 +23,18 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from shared.config import Fields
+from shared.config import Fields, resolve_path
 from shared.errors import ConfigError
 from watcher.core import Policy
 from watcher.schedule import Timing
 
 ENV_RPC_NODES: Final = "WITNESS_WATCHER_RPC_NODES"  # comma-separated, replaces watcher.rpc_nodes
 ENV_SIGNER_URL: Final = "WITNESS_WATCHER_SIGNER_URL"  # replaces signer.url
+ENV_STATE_DIR: Final = "WITNESS_WATCHER_STATE_DIR"  # replaces watcher.state_dir
+# The .env names, as the seed script used them (TWILIO_TO: comma-separated numbers).
+TWILIO_ENV_NAMES: Final = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM", "TWILIO_TO")
+_MAX_ENV_FILE_BYTES: Final = 65536
+_ENV_LINE: Final = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)")
 DEFAULT_TOKEN_ENV: Final = "TWILIO_AUTH_TOKEN"  # noqa: S105 - a variable name, not a token
 _MAX_TOKEN_BYTES: Final = 4096
 _SECTIONS: Final = ("watcher", "nodes", "signer", "metrics", "alerts", "twilio")
@@ -69,6 +77,7 @@ class TwilioSettings:
     auth_token_env: str
     api_base_url: str | None
     timeout_s: float
+    env_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -128,11 +137,65 @@ class WatcherConfig:
             raise ConfigError("no [twilio] section", path=str(self.path), field="twilio")
         if self.twilio.auth_token_file is not None:
             return _read_token(self.twilio.auth_token_file, self.path)
-        value = self._environ.get(self.twilio.auth_token_env, "").strip()
+        name = self.twilio.auth_token_env
+        value = self._environ.get(name, "").strip()
+        if not value and self.twilio.env_file is not None:
+            value = read_env_file(self.twilio.env_file, self.path).get(name, "").strip()
         if not value:
-            raise ConfigError(f"environment variable {self.twilio.auth_token_env} is not set",
+            where = "" if self.twilio.env_file is None else f" nor in {self.twilio.env_file}"
+            raise ConfigError(f"environment variable {name} is not set{where}",
                               path=str(self.path), field="twilio.auth_token_env")
         return Secret(value)
+
+
+def parse_env_text(text: str, path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines (``#`` comments, ``export``, quotes) as a dict; pure.
+
+    Raises:
+        ConfigError: a line that is not ``KEY=VALUE``, named by number only (T8: the
+            line may hold a token).
+    """
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        m = _ENV_LINE.fullmatch(stripped)
+        if m is None:
+            raise ConfigError(f"line {number} is not KEY=VALUE", path=str(path))
+        value = m[2].strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[m[1]] = value
+    return values
+
+
+def read_env_file(env_path: Path, config_path: Path) -> dict[str, str]:
+    """The ``.env`` file at ``env_path``: a regular file, not a symlink, mode 0600 or 0400.
+
+    Raises:
+        ConfigError: missing, unsafe mode, too large, not UTF-8, or a malformed line.
+    """
+    where = {"path": str(config_path), "field": "twilio.env_file"}
+    try:
+        fd = os.open(env_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise ConfigError(f"cannot open {env_path}: {e.strerror}", **where) from e
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fh.fileno()).st_mode
+        # SECURITY: T8 — a .env readable by group or others leaks the Twilio token.
+        if not stat.S_ISREG(mode) or mode & 0o077:
+            raise ConfigError(f"{env_path} must be a regular file of mode 0600 "
+                              f"(it is {stat.S_IMODE(mode):04o}); chmod 600 it", **where)
+        data = fh.read(_MAX_ENV_FILE_BYTES + 1)
+    if len(data) > _MAX_ENV_FILE_BYTES:
+        raise ConfigError(f"{env_path} is larger than {_MAX_ENV_FILE_BYTES} bytes", **where)
+    try:
+        return parse_env_text(data.decode("utf-8"), env_path)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{env_path} is not UTF-8", **where) from e
 
 
 def _read_token(token_path: Path, config_path: Path) -> Secret:
@@ -242,7 +305,8 @@ def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
         rpc_timeout_s=f.float("watcher.rpc_timeout_s", 5.0, lo=0.05, hi=120),
         chain_block_interval_s=chain_interval, policy=policy, timing=timing,
         dry_run=f.bool("watcher.dry_run", False),
-        state_dir=f.opt_path("watcher.state_dir", base) or base / "watcher-state",
+        state_dir=(resolve_path(base, env[ENV_STATE_DIR]) if env.get(ENV_STATE_DIR)
+                   else f.opt_path("watcher.state_dir", base) or base / "watcher-state"),
         node_keys=tuple(node_keys), signer_url=signer_url,
         signer_keyid=f.str("signer.keyid", "watcher"), key_path=key_path,
         signer_public_key_path=pub_path,
@@ -263,19 +327,28 @@ def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
 
 def _twilio(f: Fields, base: Path) -> TwilioSettings | None:
     if not _section(f, "twilio", ("account_sid", "auth_token_file", "auth_token_env", "from",
-                                  "to", "api_base_url", "timeout_s"), required=False):
+                                  "to", "api_base_url", "timeout_s", "env_file"),
+                    required=False):
         return None
-    sid = f.str("twilio.account_sid")
+    env_file = f.opt_path("twilio.env_file", base)
+    # The SID, sender and recipients fill what the table leaves out; the token is not kept.
+    dotenv = {} if env_file is None else read_env_file(env_file, f.path)
+    sid = f.opt_str("twilio.account_sid") or dotenv.get("TWILIO_ACCOUNT_SID", "")
     if not (sid.startswith("AC") and len(sid) == 34):
-        raise f.fail("twilio.account_sid", "must be a Twilio account SID (AC + 32 hex)")
+        raise f.fail("twilio.account_sid", "must be a Twilio account SID (AC + 32 hex), "
+                     "here or as TWILIO_ACCOUNT_SID in twilio.env_file")
     token_file = f.opt_path("twilio.auth_token_file", base)
     token_env = f.str("twilio.auth_token_env", DEFAULT_TOKEN_ENV)
-    to = f.str_list("twilio.to")
+    to = f.str_list("twilio.to", []) or [
+        n.strip() for n in dotenv.get("TWILIO_TO", "").split(",") if n.strip()]
     if not to:
-        raise f.fail("twilio.to", "must list at least one number")
+        raise f.fail("twilio.to", "must list at least one number (or TWILIO_TO in the .env)")
+    sender = f.opt_str("twilio.from") or dotenv.get("TWILIO_FROM")
+    if not sender:
+        raise f.fail("twilio.from", "is required (or TWILIO_FROM in the .env)")
     api = f.opt_str("twilio.api_base_url")
     return TwilioSettings(
-        account_sid=sid, from_number=f.str("twilio.from"), to_numbers=tuple(to),
+        account_sid=sid, from_number=sender, to_numbers=tuple(to),
         auth_token_file=token_file, auth_token_env=token_env,
         api_base_url=None if api is None else _url(f, "twilio.api_base_url", api),
-        timeout_s=f.float("twilio.timeout_s", 5.0, lo=0.1, hi=60))
+        timeout_s=f.float("twilio.timeout_s", 5.0, lo=0.1, hi=60), env_file=env_file)
