@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from devnet.keys import PrivateKey
 from shared.chains import ChainProfile, profile
-from shared.config import Fields
+from shared.config import Fields, load_toml
 from shared.errors import ConfigError
 
 ACCOUNT_NAME_MAX = 16
@@ -54,12 +53,7 @@ class DevnetConfig:
         Raises:
             ConfigError: unreadable file or any invalid field (named).
         """
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ConfigError(f"cannot read: {e.strerror}", path=str(path)) from e
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"not valid TOML: {e}", path=str(path)) from e
+        raw = load_toml(path)
         return cls.from_dict(raw, path)
 
     @classmethod

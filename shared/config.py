@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -9,6 +11,7 @@ from typing import Any
 from shared.errors import ConfigError
 
 _REQUIRED: Any = object()
+_ENV_LINE = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)")
 
 # Fields names its methods after TOML types (str, int, ...); these aliases keep
 # the builtins reachable inside the class body.
@@ -16,6 +19,20 @@ Str = str
 Int = int
 Float = float
 Bool = bool
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Parse the TOML file at ``path``.
+
+    Raises:
+        ConfigError: unreadable, not UTF-8 or not valid TOML (names the file).
+    """
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", path=str(path)) from e
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"not valid TOML: {e}", path=str(path)) from e
 
 
 def resolve_path(base: Path, value: str) -> Path:
@@ -120,3 +137,28 @@ class Fields:
         """A path relative to ``base``, or None when absent or empty."""
         value = self.opt_str(dotted)
         return None if value is None else resolve_path(base, value)
+
+
+def parse_env_text(text: str, path: Path) -> dict[str, str]:
+    """``KEY=VALUE`` lines (``#`` comments, ``export``, quotes) as a dict; pure.
+
+    Raises:
+        ConfigError: a line that is not ``KEY=VALUE``, named by number only (T8: the
+            line may hold a token).
+    """
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        m = _ENV_LINE.fullmatch(stripped)
+        if m is None:
+            raise ConfigError(f"line {number} is not KEY=VALUE", path=str(path))
+        value = m[2].strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[m[1]] = value
+    return values
+

@@ -275,6 +275,10 @@ def select_signature(fields: Headers, known: Callable[[str], bool]) -> Candidate
         raise AuthError("unsigned: Signature-Input or Signature is missing")
     inputs = parse_dictionary(fields["signature-input"])
     values = parse_dictionary(fields["signature"])
+    # Every Signature member must be a byte sequence: a header carrying anything
+    # else was not produced by a signer, so it is refused rather than skipped.
+    if any(not isinstance(v, Item) or not isinstance(v.value, bytes) for v in values.values()):
+        raise AuthError("a Signature member is not a byte sequence")
     for label, member in inputs.items():
         if not isinstance(member, InnerList):
             raise AuthError(f"Signature-Input {label!r} is not an inner list")

@@ -14,15 +14,13 @@ its values are read when needed and never stored here.
 from __future__ import annotations
 
 import os
-import re
-import tomllib
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from shared.chains import ChainProfile, profile
-from shared.config import Fields, resolve_path
+from shared.config import Fields, load_toml, parse_env_text, resolve_path
 from shared.errors import ConfigError, KeystoreError
 from signer.policy import PolicyConfig
 from signer.privatefile import read_private_file
@@ -36,7 +34,6 @@ ENV_STATE_DIR = ENV_PREFIX + "STATE_DIR"  # replaces signer.state_dir
 # recipients (comma-separated).
 TWILIO_ENV_NAMES = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM", "TWILIO_TO")
 _MAX_ENV_FILE_BYTES = 65536
-_ENV_LINE = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)")
 
 
 @dataclass(frozen=True)
@@ -123,12 +120,7 @@ class SignerConfig:
         Raises:
             ConfigError: unreadable file or an invalid field, named.
         """
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ConfigError(f"cannot read: {e.strerror}", path=str(path)) from e
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"not valid TOML: {e}", path=str(path)) from e
+        raw = load_toml(path)
         return cls.from_dict(raw, path)
 
     @classmethod
@@ -280,30 +272,6 @@ def _twilio(f: Fields, base: Path) -> TwilioConfig | None:
         api_base_url=f.opt_str("notify.twilio_api_base_url"),
         env_file=env_file,
     )
-
-
-def parse_env_text(text: str, path: Path) -> dict[str, str]:
-    """``KEY=VALUE`` lines (``#`` comments, ``export``, quotes) as a dict; pure.
-
-    Raises:
-        ConfigError: a line that is not ``KEY=VALUE``, named by number only (T8: the
-            line may hold a token).
-    """
-    values: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        m = _ENV_LINE.fullmatch(stripped)
-        if m is None:
-            raise ConfigError(f"line {number} is not KEY=VALUE", path=str(path))
-        value = m[2].strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        values[m[1]] = value
-    return values
 
 
 def read_env_file(path: Path, config_path: Path) -> dict[str, str]:

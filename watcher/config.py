@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import stat
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -23,7 +21,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from shared.config import Fields, resolve_path
+from shared.config import Fields, load_toml, parse_env_text, resolve_path
 from shared.errors import ConfigError
 from watcher.core import Policy
 from watcher.schedule import Timing
@@ -34,7 +32,6 @@ ENV_STATE_DIR: Final = "WITNESS_WATCHER_STATE_DIR"  # replaces watcher.state_dir
 # The .env names, as the seed script used them (TWILIO_TO: comma-separated numbers).
 TWILIO_ENV_NAMES: Final = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM", "TWILIO_TO")
 _MAX_ENV_FILE_BYTES: Final = 65536
-_ENV_LINE: Final = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)")
 DEFAULT_TOKEN_ENV: Final = "TWILIO_AUTH_TOKEN"  # noqa: S105 - a variable name, not a token
 _MAX_TOKEN_BYTES: Final = 4096
 _SECTIONS: Final = ("watcher", "nodes", "signer", "metrics", "alerts", "twilio")
@@ -119,12 +116,7 @@ class WatcherConfig:
             ConfigError: unreadable, not TOML, or any field missing or invalid.
         """
         env = dict(os.environ if environ is None else environ)
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ConfigError(f"cannot read: {e.strerror}", path=str(path)) from e
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"not valid TOML: {e}", path=str(path)) from e
+        raw = load_toml(path)
         return _build(Fields(raw, path, known=_SECTIONS), path.resolve().parent, env)
 
     def twilio_token(self) -> Secret:
@@ -146,30 +138,6 @@ class WatcherConfig:
             raise ConfigError(f"environment variable {name} is not set{where}",
                               path=str(self.path), field="twilio.auth_token_env")
         return Secret(value)
-
-
-def parse_env_text(text: str, path: Path) -> dict[str, str]:
-    """``KEY=VALUE`` lines (``#`` comments, ``export``, quotes) as a dict; pure.
-
-    Raises:
-        ConfigError: a line that is not ``KEY=VALUE``, named by number only (T8: the
-            line may hold a token).
-    """
-    values: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        m = _ENV_LINE.fullmatch(stripped)
-        if m is None:
-            raise ConfigError(f"line {number} is not KEY=VALUE", path=str(path))
-        value = m[2].strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
-        elif " #" in value:
-            value = value.split(" #", 1)[0].rstrip()
-        values[m[1]] = value
-    return values
 
 
 def read_env_file(env_path: Path, config_path: Path) -> dict[str, str]:
