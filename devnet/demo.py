@@ -154,6 +154,7 @@ def _failover_drill(client: DevnetClient, timeline: Timeline, cfg: DevnetConfig,
     seen: set[str] = set()
     budget = time.monotonic() + _slot_budget(cfg, 6)
     included_in: int | None = None
+    tx_id: str | None = None
     while time.monotonic() < budget:
         status = client.status()
         w = status["witness"]
@@ -171,13 +172,15 @@ def _failover_drill(client: DevnetClient, timeline: Timeline, cfg: DevnetConfig,
                     "tx_id") else ""
                 timeline.event(status, f"signer: {name}{extra}")
                 if name == "broadcast" and isinstance(data, dict) and data.get("tx_id"):
-                    try:
-                        found = client.call("condenser_api.get_transaction", [data["tx_id"]])
-                        included_in = int(found["block_num"])
-                    except ChainError:
-                        included_in = None
+                    tx_id = str(data["tx_id"])
         if w["signing_key"] == keys["backup1"] and "key" not in seen:
             seen.add("key")
+            if tx_id is not None:  # looked up once the key changed: it is in a block now
+                try:
+                    found = client.call("condenser_api.get_transaction", [tx_id])
+                    included_in = int(found["block_num"])
+                except ChainError:
+                    included_in = None
             timeline.event(status, "alice's on-chain key is now backup1's")
         if "key" in seen:
             first = _first_block_by(client, keys["backup1"], status["head_block_number"])

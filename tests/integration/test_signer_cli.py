@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -11,9 +10,8 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ import pytest
 import requests
 from support.devnet_proc import RunningDevnet, init_dir, running_devnet
 from support.ports import free_port_base
+from support.services import running_signer
 
 from devnet.keys import PrivateKey
 from shared.httpsig import (
@@ -34,7 +33,6 @@ from shared.httpsig import (
 )
 
 SIGNER = str(Path(sys.executable).with_name("witness-signer"))
-STARTUP_TIMEOUT_S = 60.0
 KEY_CHANGE_OPS = ("witness_update_operation", "witness_set_properties_operation")
 
 
@@ -43,60 +41,6 @@ def run_cli(*args: str, stdin: str | None = None, timeout_s: float = 60
     """Run `witness-signer ARGS` to completion, stdin from ``stdin`` (never a TTY here)."""
     return subprocess.run([SIGNER, *args], input=stdin if stdin is not None else "",
                           capture_output=True, text=True, timeout=timeout_s, check=False)
-
-
-@dataclass
-class RunningSigner:
-    """A `witness-signer serve` process group and where it logs."""
-
-    proc: subprocess.Popen[bytes]
-    url: str
-    out: Path
-    err: Path
-
-    def signal(self, sig: int) -> None:
-        """Send ``sig`` to gunicorn's master and worker alike."""
-        os.killpg(self.proc.pid, sig)
-
-    def stop(self) -> int:
-        """SIGTERM (graceful), then SIGKILL after 20 s; return the exit status."""
-        if self.proc.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-        return self.proc.wait(timeout=10)
-
-
-def _signer_port(directory: Path) -> int:
-    return int(tomllib.loads((directory / "signer.toml").read_text())["signer"]["port"])
-
-
-@contextmanager
-def running_signer(directory: Path, tag: str = "signer") -> Iterator[RunningSigner]:
-    """Start `witness-signer serve` on the drill directory; wait for /healthz."""
-    url = f"http://127.0.0.1:{_signer_port(directory)}"
-    out, err = directory / f"{tag}.out", directory / f"{tag}.err"
-    with out.open("ab") as o, err.open("ab") as e:
-        proc = subprocess.Popen([SIGNER, "serve", "--config", str(directory / "signer.toml")],
-                                stdout=o, stderr=e, start_new_session=True)
-    signer = RunningSigner(proc, url, out, err)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            try:
-                if requests.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"signer did not start: {err.read_text()[-3000:]}")
-            time.sleep(0.1)
-        yield signer
-    finally:
-        if signer.proc.poll() is None:
-            signer.stop()
 
 
 def _set_approval(directory: Path, mode: str) -> None:
@@ -320,7 +264,7 @@ def test_manual_approval_from_the_cli_switches_to_backup1(tmp_path: Path) -> Non
         config = str(directory / "signer.toml")
         _set_approval(directory, "manual")
         with running_signer(directory) as signer:
-            assert "listening on http://127.0.0.1:" in signer.out.read_text()
+            assert "listening on http://127.0.0.1:" in signer.log.read_text()
             status = _primary_fails(devnet)
             denied_id = post_failover(signer.url, directory,
                                       _failover_body(devnet, status)).json()["request_id"]
@@ -382,7 +326,7 @@ def test_sigkill_after_broadcast_then_restart_switches_exactly_once(tmp_path: Pa
             # the crash window between "about to send" and "confirmed" (T7).
             _wait(lambda: bool(_query(directory, "SELECT 1 FROM broadcasts")), 60,
                   "the broadcast intent row")
-            signer.signal(signal.SIGKILL)
+            signer.kill(signal.SIGKILL)
             signer.proc.wait(timeout=10)
             asker.join(timeout=30)
         ((request_id, state),) = _query(directory, "SELECT id, state FROM requests")

@@ -32,17 +32,15 @@ class Service:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, sig)
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it does not exit within 20 s."""
-        if self.proc.poll() is not None:
-            return
-        self.kill(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.kill(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
+    def stop(self) -> int:
+        """SIGTERM, then SIGKILL if it does not exit within 20 s; return the exit status."""
+        if self.proc.poll() is None:
+            self.kill(signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill(signal.SIGKILL)
+        return self.proc.wait(timeout=10)
 
 def start_process(argv: list[str], log: Path, cwd: Path | None = None
                   ) -> subprocess.Popen[bytes]:
