@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "witness-failover needs Python >= 3.11")'
 	$(PYTHON) -m venv --clear $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet '.[watcher,signer,devnet,dev]'
+	$(BIN)/python -m pip install --quiet '.[watcher,signer,devnet,drill,dev]'
 	touch $@
 
 venv: $(BIN)/.installed
@@ -19,9 +19,13 @@ venv: $(BIN)/.installed
 demo: venv
 	$(BIN)/witness-devnet demo
 
+# lint-imports checks the package graph and the trust boundary (pyproject.toml,
+# docs/architecture.md). It reads the sources from this directory, so it runs
+# before the non-editable install below, like mypy.
 lint: venv
-	$(BIN)/ruff check shared devnet signer watcher tests bench
+	$(BIN)/ruff check shared devnet signer watcher drill tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: venv lint
 	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall .

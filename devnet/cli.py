@@ -1,4 +1,9 @@
-"""``witness-devnet``: init, serve, node stop/start, status, demo."""
+"""``witness-devnet``: the simulator's subcommands (serve, node stop/start, status).
+
+The console script's entry point is :func:`drill.cli.main`, which adds ``init``
+and ``demo`` (they need the signer and the watcher, which the devnet must not
+import) through the ``extra`` hook of :func:`main`.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,11 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from devnet import files
 from devnet.client import DevnetClient
 from devnet.config import DevnetConfig
 from devnet.genesis import build_chain
@@ -20,8 +25,12 @@ from shared.errors import ChainError, FailoverError
 
 log = logging.getLogger(__name__)
 
+Command = Callable[[argparse.Namespace], int]
+# Adds subcommands to the parser and returns their handlers by name.
+Extension = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], dict[str, Command]]
 
-def _parser() -> argparse.ArgumentParser:
+
+def _parser(extra: Extension | None = None) -> tuple[argparse.ArgumentParser, dict[str, Command]]:
     p = argparse.ArgumentParser(
         prog="witness-devnet",
         description="A local Hive/Steem-compatible chain with killable producer nodes, "
@@ -29,18 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
 
-    init = sub.add_parser("init", help="write a complete devnet drill directory")
-    init.add_argument("dir", type=Path, help="directory to create (must not hold a devnet)")
-    init.add_argument("--port-base", type=int, required=True,
-                      help="devnet RPC on P, signer on P+1, watcher metrics on P+2")
-    init.add_argument("--slot-seconds", type=float, required=True,
-                      help="real seconds per 3-second chain slot (e.g. 0.25 for tests)")
-    init.add_argument("--chain", choices=["hive", "steem"], default="hive")
-    init.add_argument("--key-mode", choices=["active", "signing"], default="active",
-                      help="how the signer will switch keys (witness_update or "
-                      "witness_set_properties)")
-    init.add_argument("--fast-kdf", action="store_true",
-                      help="weak Argon2id parameters for the keystore (tests only)")
+    commands = dict(COMMANDS)
+    if extra is not None:
+        commands.update(extra(sub))
 
     srv = sub.add_parser("serve", help="run the chain until interrupted")
     srv.add_argument("--config", type=Path, required=True, help="path to devnet.toml")
@@ -54,31 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--config", type=Path, required=True, help="path to devnet.toml")
     st.add_argument("--json", action="store_true", help="print devnet.status as JSON")
 
-    demo = sub.add_parser("demo", help="rehearse a failover on a throwaway devnet")
-    demo.add_argument("--dir", type=Path, default=None,
-                      help="drill directory to use (default: a new temporary one)")
-    demo.add_argument("--port-base", type=int, default=18790)
-    demo.add_argument("--slot-seconds", type=float, default=0.5)
-    demo.add_argument("--chain", choices=["hive", "steem"], default="hive")
-    demo.add_argument("--key-mode", choices=["active", "signing"], default="active")
-    demo.add_argument("--devnet-only", action="store_true",
-                      help="only the chain: stop primary and count the misses (no failover)")
-    return p
+    return p, commands
 
 
 def _url(cfg: DevnetConfig) -> str:
     return f"http://{cfg.host}:{cfg.port}/"
-
-
-def cmd_init(args: argparse.Namespace) -> int:
-    written = files.write_drill_dir(args.dir, port_base=args.port_base,
-                                    slot_seconds=args.slot_seconds, chain=args.chain,
-                                    key_mode=args.key_mode, fast_kdf=args.fast_kdf)
-    print(f"wrote devnet drill directory {args.dir}:")
-    for path in written:
-        print(f"  {path.relative_to(args.dir)}")
-    print(f"next: witness-devnet serve --config {args.dir / 'devnet.toml'}")
-    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -135,23 +115,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from devnet.demo import run_demo  # noqa: PLC0415 - the demo pulls in subprocess plumbing
-
-    return run_demo(args)
+COMMANDS: dict[str, Command] = {"serve": cmd_serve, "node": cmd_node, "status": cmd_status}
 
 
-COMMANDS = {"init": cmd_init, "serve": cmd_serve, "node": cmd_node, "status": cmd_status,
-            "demo": cmd_demo}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``witness-devnet``."""
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, *, extra: Extension | None = None) -> int:
+    """Run ``witness-devnet`` with the simulator's subcommands and those ``extra`` adds."""
+    parser, commands = _parser(extra)
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s", stream=sys.stderr)
     try:
-        return COMMANDS[args.command](args)
+        return commands[args.command](args)
     except ChainError as e:
         print(f"witness-devnet: cannot reach the devnet: {e}", file=sys.stderr)
         return 3

@@ -122,7 +122,7 @@ def _read_token(path: Path) -> Secret:
 
 def _twilio(config: SignerConfig, twilio: TwilioConfig, clock: Clock
             ) -> tuple[Notifier, Callable[[], None]]:
-    from shared.notify import TwilioNotifier  # noqa: PLC0415 - keep twilio off the default path
+    from shared.sms import TwilioNotifier  # noqa: PLC0415 - keep twilio off the default path
 
     if twilio.auth_token_file is not None:
         token = _read_token(twilio.auth_token_file)

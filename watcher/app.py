@@ -21,9 +21,9 @@ from shared.notify import (
     NonBlockingNotifier,
     Notifier,
     RateLimitedNotifier,
-    TwilioNotifier,
 )
 from shared.rpc import HeadTracker, JsonRpcClient
+from shared.sms import TwilioNotifier
 from watcher.config import WatcherConfig
 from watcher.daemon import Settings, Watcher
 from watcher.metrics import Metrics, MetricsServer

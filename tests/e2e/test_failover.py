@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.devnet_proc import RunningDevnet, running_devnet
-from support.services import Service, running_signer, running_watcher
+
+from drill.services import RunningDevnet, Service, running_devnet, running_signer, running_watcher
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

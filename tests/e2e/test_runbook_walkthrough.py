@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from support.devnet_proc import console_script
-from support.ports import free_port_base
-from support.services import Service, start_process
 
 from devnet.client import DevnetClient
+from drill.procs import console_script, free_port_base, start_process
+from drill.services import Service
 from shared.errors import ChainError
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 import requests
-from support.devnet_proc import RunningDevnet, console_script, running_devnet
-from support.ports import free_port_base
-from support.services import Service
+
+from drill.procs import console_script, free_port_base
+from drill.services import RunningDevnet, Service, running_devnet
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

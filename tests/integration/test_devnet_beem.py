@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.devnet_proc import RunningDevnet, running_devnet
 from support.txbuild import public_key
 
 from devnet.client import DevnetClient
+from drill.services import RunningDevnet, running_devnet
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from support.devnet_proc import RunningDevnet, console_script, running_devnet
 
 from devnet.client import DevnetClient
+from drill.procs import console_script
+from drill.services import RunningDevnet, running_devnet
 from shared.errors import ChainDataError, ChainUnavailableError
 
 pytestmark = pytest.mark.timeout(120)
@@ -60,8 +61,8 @@ def test_cli_status_and_node_commands(devnet: RunningDevnet) -> None:
 
 def test_cli_reports_unreachable_devnet(tmp_path: Path) -> None:
     """`witness-devnet status` against a devnet that is not running fails clearly, exit 3."""
-    from support.devnet_proc import init_dir  # noqa: PLC0415 - local helper
-    from support.ports import free_port_base  # noqa: PLC0415
+    from drill.procs import free_port_base  # noqa: PLC0415
+    from drill.services import init_dir  # noqa: PLC0415 - local helper
 
     init_dir(tmp_path / "d", port_base=free_port_base(), slot_seconds=0.1)
     out = subprocess.run([console_script("witness-devnet"), "status", "--config",

@@ -7,9 +7,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from support.devnet_proc import RunningDevnet, running_devnet
 from support.txbuild import public_key, sign, tapos, witness_set_properties, witness_update
 
+from drill.services import RunningDevnet, running_devnet
 from shared.chains import HIVE, STEEM
 from shared.errors import ChainDataError
 

@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from beembase.signedtransactions import Signed_Transaction
 from beemgraphenebase.account import PublicKey
-from support.devnet_proc import RunningDevnet, console_script, running_devnet
-from support.services import running_signer
 
 from devnet.keys import PrivateKey
+from drill.procs import console_script
+from drill.services import RunningDevnet, running_devnet, running_signer
 from shared.errors import ChainDataError
 
 pytestmark = pytest.mark.slow

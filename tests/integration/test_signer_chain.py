@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.devnet_proc import RunningDevnet, running_devnet
-from support.ports import free_port_base
 
+from drill.procs import free_port_base
+from drill.services import RunningDevnet, running_devnet
 from shared.chaindata import parse_witness
 from shared.chains import PROFILES
 from shared.clock import Clock, SystemClock

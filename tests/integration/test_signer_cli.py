@@ -18,11 +18,10 @@ from typing import Any
 
 import pytest
 import requests
-from support.devnet_proc import RunningDevnet, init_dir, running_devnet
-from support.ports import free_port_base
-from support.services import running_signer
 
 from devnet.keys import PrivateKey
+from drill.procs import free_port_base
+from drill.services import RunningDevnet, init_dir, running_devnet, running_signer
 from shared.httpsig import (
     Headers,
     HttpResponse,

@@ -22,12 +22,12 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from requests_http_signature import HTTPSignatureAuth, algorithms
-from support.devnet_proc import RunningDevnet, running_devnet
-from support.fake_twilio import FakeTwilio
 from support.twilio_fixture import FAKE_ACCOUNT_SID, FAKE_AUTH_TOKEN
 from werkzeug.serving import make_server
 
 from devnet.keys import PrivateKey
+from drill.fake_twilio import FakeTwilio
+from drill.services import RunningDevnet, running_devnet
 from shared.errors import ConfigError, KeystoreError
 from shared.httpsig import (
     Ed25519PublicKey,

@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 import requests
-from support.devnet_proc import running_devnet
-from support.services import running_signer
 
+from drill.services import running_devnet, running_signer
 from shared.chains import NULL_KEY
 from shared.httpsig import (
     Headers,

@@ -26,13 +26,14 @@ from typing import Any
 
 import pytest
 import requests
-from support.devnet_proc import RunningDevnet, console_script, running_devnet
-from support.fake_twilio import FakeTwilio
 from support.twilio_fixture import FAKE_ACCOUNT_SID, FAKE_AUTH_TOKEN
 
 from devnet.client import DevnetClient
 from devnet.errors import InvalidKeyError
 from devnet.keys import PrivateKey, b58decode
+from drill.fake_twilio import FakeTwilio
+from drill.procs import console_script
+from drill.services import RunningDevnet, running_devnet
 from shared.clock import SystemClock
 from watcher.app import Running, build_watcher
 from watcher.config import WatcherConfig

@@ -1,4 +1,4 @@
-"""pytest fixture: a running local Twilio endpoint (see support.fake_twilio).
+"""pytest fixture: a running local Twilio endpoint (see drill.fake_twilio).
 
 Load it from tests/conftest.py with ``pytest_plugins = ["support.twilio_fixture"]``.
 """
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from support.fake_twilio import FakeTwilio
+from drill.fake_twilio import FakeTwilio
 
 FAKE_ACCOUNT_SID = "AC" + "5f" * 16
 FAKE_AUTH_TOKEN = "tok-" + "9c" * 14  # a throwaway token known only to the fake

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from devnet import drill
+from drill import service_files
 from shared.config import Fields
 from signer.config import SignerConfig
 from watcher.config import WatcherConfig
@@ -75,7 +75,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> set[str]:
 
 
 def _signer_example(tmp_path: Path) -> Path:
-    text = drill.signer_toml(port_base=18090, chain="hive", key_mode="active",
+    text = service_files.signer_toml(port_base=18090, chain="hive", key_mode="active",
                              node_keys=NODE_KEYS, config_path=tmp_path / "signer.toml")
     text = text.replace('max_skew_s = 30\n', 'max_skew_s = 30\nmax_body_bytes = 8192\n'
                         'tls_cert = "keys/tls.crt"\ntls_key = "keys/tls.key"\n')
@@ -90,7 +90,7 @@ def _signer_example(tmp_path: Path) -> Path:
 
 def _watcher_example(tmp_path: Path) -> Path:
     path = tmp_path / "watcher.toml"
-    path.write_text(drill.watcher_toml(port_base=18090, slot_seconds=3.0, node_keys=NODE_KEYS)
+    path.write_text(service_files.watcher_toml(port_base=18090, slot_seconds=3.0, node_keys=NODE_KEYS)
                     + WATCHER_EXTRA)
     return path
 

@@ -1,10 +1,12 @@
-"""Unit tests for shared/notify.py: the real twilio Client against a local fake endpoint."""
+"""Unit tests for shared/notify.py and shared/sms.py: the real twilio Client against a local fake."""
 
 from __future__ import annotations
 
 import base64
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
 import traceback
@@ -12,17 +14,12 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from support.fake_twilio import FakeTwilio
 from support.twilio_fixture import FAKE_ACCOUNT_SID, FAKE_AUTH_TOKEN
 
+from drill.fake_twilio import FakeTwilio
 from shared.errors import ConfigError, NotifyError
-from shared.notify import (
-    MAX_SMS_CHARS,
-    LogNotifier,
-    NonBlockingNotifier,
-    RateLimitedNotifier,
-    TwilioNotifier,
-)
+from shared.notify import LogNotifier, NonBlockingNotifier, RateLimitedNotifier
+from shared.sms import MAX_SMS_CHARS, TwilioNotifier
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -307,3 +304,10 @@ def test_log_notifier_logs(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         LogNotifier().send("failover.confirmed", "switched to backup1")
     assert "[failover.confirmed] switched to backup1" in caplog.text
+
+
+def test_notifier_port_does_not_load_twilio() -> None:
+    """Importing the Notifier port and its wrappers leaves twilio unloaded; shared.sms loads it."""
+    code = ("import sys, shared.notify; assert 'twilio' not in sys.modules, 'notify'; "
+            "import shared.sms; assert 'twilio' in sys.modules, 'sms'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

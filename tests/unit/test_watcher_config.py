@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from devnet.drill import watcher_toml
+from drill.service_files import watcher_toml
 from shared.errors import ConfigError
 from watcher.cli import EXIT_CONFIG, main
 from watcher.config import ENV_RPC_NODES, ENV_SIGNER_URL, WatcherConfig

@@ -1,4 +1,4 @@
-"""A local stand-in for Twilio's Messages API: the real twilio Client talks to it in tests.
+"""A local stand-in for Twilio's Messages API: tests and benchmarks point the real client at it.
 
 Implements ``POST /2010-04-01/Accounts/<sid>/Messages.json`` with HTTP Basic
 auth, form-encoded ``To``/``From``/``Body``, and a 201 answer shaped like

@@ -1,4 +1,9 @@
-"""``witness-devnet init``: the files of a devnet drill directory."""
+"""``witness-devnet init``: the files of a devnet drill directory.
+
+``devnet.toml`` (the simulator's own config, with its throwaway keys) is
+written here and the signer and watcher half by :mod:`drill.service_files`:
+the drill sits above the devnet and both services, the devnet knows neither.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ import os
 import secrets
 from pathlib import Path
 
-from devnet.drill import write_service_files
 from devnet.keys import PrivateKey
+from drill.service_files import write_service_files
 from shared.errors import ConfigError
 
 NODE_NAMES = ("primary", "backup1", "backup2")
@@ -74,7 +79,7 @@ def devnet_toml(port: int, slot_seconds: float, chain: str,
 
 def write_drill_dir(directory: Path, *, port_base: int, slot_seconds: float, chain: str,
                     key_mode: str, fast_kdf: bool = False) -> list[Path]:
-    """Write devnet.toml (and, where available, the signer and watcher sets).
+    """Write devnet.toml and the signer and watcher sets; return the paths written.
 
     Raises:
         ConfigError: bad arguments or the directory already holds a devnet.
@@ -96,6 +101,6 @@ def write_drill_dir(directory: Path, *, port_base: int, slot_seconds: float, cha
     _write_private(devnet_path, devnet_toml(port_base, slot_seconds, chain, active, nodes))
     written = [devnet_path]
     written += write_service_files(directory, port_base=port_base, chain=chain,
-                                         key_mode=key_mode, active=active, nodes=nodes,
-                                         fast_kdf=fast_kdf)
+                                   key_mode=key_mode, active=active, nodes=nodes,
+                                   fast_kdf=fast_kdf)
     return written

@@ -3,7 +3,7 @@
 Writes, next to ``devnet.toml``: ``signer.toml`` (port P+1), ``watcher.toml``
 (metrics on P+2) and ``keys/`` with the encrypted chain keystore, its
 passphrase and the Ed25519 identities of the signer, the watcher and the
-operator. File names are the contract of DESIGN.md ("devnet: a local chain").
+operator. The file names are a contract: docs/devnet.md lists them.
 
 # SECURITY: the watcher's files name only its own Ed25519 key and the signer's
 # public key; no chain key is ever written outside the encrypted keystore

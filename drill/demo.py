@@ -1,30 +1,25 @@
 """``witness-devnet demo``: a failover drill on a throwaway devnet, with a timeline.
 
-Starts real processes from a fresh drill directory: the devnet, and the signer
-and watcher where the drill directory has them. Stops ``primary`` after
-``alice`` has produced, prints what happened when, and exits 0 only when the
-chain shows what it should.
+Starts real processes from a fresh drill directory: the devnet, the signer and
+the watcher. Stops ``primary`` after ``alice`` has produced, prints what
+happened when, and exits 0 only when the chain shows what it should.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from devnet.client import DevnetClient
 from devnet.config import DevnetConfig
-from devnet.files import write_drill_dir
+from drill.files import write_drill_dir
+from drill.procs import console_script, running_process, wait_http, wait_until
+from drill.services import signer_audit
 from shared.errors import ChainError
 
 STARTUP_TIMEOUT_S = 30.0
@@ -42,44 +37,22 @@ class Timeline:
         print(f"[{elapsed:7.2f} s  block #{status['head_block_number']:<6}] {text}", flush=True)
 
 
-def _script(name: str) -> str:
-    candidate = Path(sys.executable).with_name(name)
-    return str(candidate) if candidate.exists() else name
-
-
-@contextmanager
-def _process(argv: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log_path.open("ab") as log_file:
-        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 def _wait(client: DevnetClient, predicate: Callable[[dict[str, Any]], bool], timeout_s: float,
           what: str) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            status = client.status()
-            if predicate(status):
-                return status
-        except ChainError:
-            status = {}
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.05)
+    """Poll devnet.status until ``predicate`` holds; return that status."""
+    def check() -> dict[str, Any] | None:
+        status = client.status()
+        return status if predicate(status) else None
+
+    return wait_until(check, timeout_s, what, not_ready=(ChainError,))
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    """Run the drill; return the process exit code."""
+    """Run the drill; return the process exit code.
+
+    Raises:
+        DrillError: a process did not start in time.
+    """
     with ExitStack() as stack:
         directory: Path = args.dir or Path(stack.enter_context(
             tempfile.TemporaryDirectory(prefix="witness-devnet-demo-")))
@@ -88,10 +61,11 @@ def run_demo(args: argparse.Namespace) -> int:
                             chain=args.chain, key_mode=args.key_mode, fast_kdf=True)
         cfg = DevnetConfig.load(directory / "devnet.toml")
         print(f"drill directory: {directory}", flush=True)
-        stack.enter_context(_process(
-            [_script("witness-devnet"), "serve", "--config", str(directory / "devnet.toml")],
-            directory / "devnet.log"))
+        stack.enter_context(running_process(
+            [console_script("witness-devnet"), "serve", "--config",
+             str(directory / "devnet.toml")], directory / "devnet.log"))
         client = DevnetClient(f"http://{cfg.host}:{cfg.port}/", timeout_s=5)
+        stack.callback(client.close)
         timeline = Timeline()
         status = _wait(client, bool, STARTUP_TIMEOUT_S, "the devnet to start")
         timeline.event(status, f"devnet up: chain {status['chain']}, slot "
@@ -99,43 +73,16 @@ def run_demo(args: argparse.Namespace) -> int:
         if args.devnet_only:
             return _devnet_drill(client, timeline, cfg)
         signer_url = f"http://127.0.0.1:{cfg.port + 1}"
-        stack.enter_context(_process(
-            [_script("witness-signer"), "serve", "--config", str(directory / "signer.toml")],
-            directory / "signer.log"))
-        _wait_http(f"{signer_url}/healthz", STARTUP_TIMEOUT_S, "the signer to start")
+        stack.enter_context(running_process(
+            [console_script("witness-signer"), "serve", "--config",
+             str(directory / "signer.toml")], directory / "signer.log"))
+        wait_http(f"{signer_url}/healthz", STARTUP_TIMEOUT_S, "the signer to start")
         timeline.event(client.status(), f"signer up on {signer_url} (holds the chain key)")
-        stack.enter_context(_process(
-            [_script("witness-watcher"), "run", "--config", str(directory / "watcher.toml")],
-            directory / "watcher.log"))
+        stack.enter_context(running_process(
+            [console_script("witness-watcher"), "run", "--config",
+             str(directory / "watcher.toml")], directory / "watcher.log"))
         timeline.event(client.status(), "watcher up (holds no chain key)")
         return _failover_drill(client, timeline, cfg, directory)
-
-
-def _wait_http(url: str, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.1)
-
-
-def _audit(directory: Path) -> list[dict[str, Any]]:
-    """The signer's audit log so far (JSON lines in its state directory)."""
-    path = directory / "signer-state" / "audit.jsonl"
-    if not path.exists():
-        return []
-    events = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            continue
-    return events
 
 
 def _failover_drill(client: DevnetClient, timeline: Timeline, cfg: DevnetConfig,
@@ -162,7 +109,7 @@ def _failover_drill(client: DevnetClient, timeline: Timeline, cfg: DevnetConfig,
             seen.add("miss")
             timeline.event(status, f"first miss visible on chain: total_missed "
                            f"{missed_before} -> {w['total_missed']}")
-        for event in _audit(directory):
+        for event in signer_audit(directory):
             name = str(event.get("event"))
             if name in {"request", "broadcast", "confirmed", "refused", "failed"} and (
                     name not in seen):

@@ -1,0 +1,181 @@
+"""Processes, ports and waiting: the plumbing every drill, benchmark and e2e test shares.
+
+Each process runs in its own session (process group): gunicorn runs a master
+and a worker, and stopping the group stops both.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import requests
+
+from shared.errors import ChainError, FailoverError
+
+T = TypeVar("T")
+
+STOP_TIMEOUT_S = 20.0
+# What a readiness check may raise while the thing it looks at is still starting.
+NOT_READY: tuple[type[Exception], ...] = (ChainError, requests.RequestException, OSError,
+                                          ValueError, KeyError)
+
+
+class DrillError(FailoverError):
+    """A drill did not reach its goal: a timeout, or one of its processes died."""
+
+
+def console_script(name: str) -> str:
+    """Path of one of our console scripts, preferably from this interpreter's environment.
+
+    Raises:
+        DrillError: the script is not installed.
+    """
+    candidate = Path(sys.executable).with_name(name)
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if found is None:
+        raise DrillError(f"{name} is not installed in this environment")
+    return found
+
+
+def start_process(argv: Sequence[str], log: Path, cwd: Path | None = None
+                  ) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in its own process group, output appended to ``log``."""
+    with log.open("ab") as fh:
+        return subprocess.Popen(list(argv), stdout=fh, stderr=subprocess.STDOUT, cwd=cwd,
+                                start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def signal_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    """Send ``sig`` to the process group of ``proc`` if it still runs."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass  # exited between the poll and the signal
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> int:
+    """SIGTERM the group, SIGKILL it after ``timeout_s``; return the exit status."""
+    if proc.poll() is None:
+        signal_group(proc, signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            signal_group(proc, signal.SIGKILL)
+    return proc.wait(timeout=10)
+
+
+@contextmanager
+def running_process(argv: Sequence[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``argv`` running for the duration of the block, stopped (group-wide) afterwards."""
+    proc = start_process(argv, log)
+    try:
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+def port_free(port: int) -> bool:
+    """Whether ``port`` can be bound on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port_base(span: int = 3, attempts: int = 200, *,
+                   below_ephemeral: bool = False) -> int:
+    """A port P such that P .. P+span-1 are free on 127.0.0.1 right now.
+
+    ``below_ephemeral`` picks P under the kernel's ephemeral range: a harness
+    that restarts services on P+1.. many times must not see an outgoing
+    connection take one of those ports in between.
+
+    Raises:
+        DrillError: no free range was found.
+    """
+    rng = random.Random()  # noqa: S311 - port choice, not a secret
+    for _ in range(attempts):
+        if below_ephemeral:
+            base = rng.randrange(10000, max(10001, _ephemeral_low() - span))
+        else:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                base = int(s.getsockname()[1])
+        if base + span <= 65535 and all(port_free(base + i) for i in range(span)):
+            return base
+    raise DrillError(f"no {span} free consecutive ports found")
+
+
+def wait_until(check: Callable[[], T | None], timeout_s: float, what: str, *,
+               procs: Sequence[subprocess.Popen[bytes]] = (),
+               interval_s: float = 0.05,
+               not_ready: tuple[type[Exception], ...] = NOT_READY) -> T:
+    """Call ``check`` until it returns something truthy and return that.
+
+    An exception listed in ``not_ready`` counts as "not yet".
+
+    Raises:
+        DrillError: ``timeout_s`` passed, or one of ``procs`` exited meanwhile.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            result = check()
+        except not_ready:
+            result = None
+        if result:
+            return result
+        for proc in procs:
+            if proc.poll() is not None:
+                raise DrillError(f"{proc.args!r} exited with {proc.returncode} "
+                                 f"while waiting for {what}")
+        if time.monotonic() > deadline:
+            raise DrillError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def http_ok(url: str, timeout_s: float = 2.0) -> bool:
+    """Whether ``GET url`` answers 200 (a readiness probe such as ``/healthz``)."""
+    return requests.get(url, timeout=timeout_s).status_code == 200
+
+
+def wait_http(url: str, timeout_s: float, what: str, *,
+              procs: Sequence[subprocess.Popen[bytes]] = ()) -> None:
+    """Wait until ``GET url`` answers 200.
+
+    Raises:
+        DrillError: timeout, or one of ``procs`` exited meanwhile.
+    """
+    wait_until(lambda: http_ok(url), timeout_s, what, procs=procs, interval_s=0.1)
+
+
+def tail(path: Path, chars: int = 3000) -> str:
+    """The end of a log file, for an error message ("" when it does not exist)."""
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")[-chars:]
+    except OSError:
+        return ""
