@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+from drill.procs import console_script, free_port_base, running_process, wait_until
+
 BODIES = [
     b'{"jsonrpc":"2.0","id":1,"method":"condenser_api.get_witness_by_account","params":["alice"]}',
     b'{"jsonrpc":"2.0","id":2,"method":"condenser_api.get_dynamic_global_properties","params":[]}',
@@ -28,21 +30,6 @@ BODIES = [
     b'{"owners":["alice"]}]}',
     b'{"jsonrpc":"2.0","id":4,"method":"condenser_api.get_witness_schedule","params":[]}',
 ]
-
-
-def script(name: str) -> str:
-    """A console script from this interpreter's environment."""
-    path = Path(sys.executable).with_name(name)
-    return str(path) if path.exists() else name
-
-
-def free_port() -> int:
-    """A free local TCP port."""
-    import socket  # noqa: PLC0415
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def reader(port: int, stop: threading.Event, latencies: list[float], errors: list[str],
@@ -87,20 +74,13 @@ def main() -> int:
     parser.add_argument("--slot-seconds", type=float, default=0.25)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        subprocess.run([script("witness-devnet"), "init", f"{tmp}/d", "--port-base", str(port),
-                        "--slot-seconds", str(args.slot_seconds), "--fast-kdf"],
+        port = free_port_base()
+        subprocess.run([console_script("witness-devnet"), "init", f"{tmp}/d", "--port-base",
+                        str(port), "--slot-seconds", str(args.slot_seconds), "--fast-kdf"],
                        check=True, capture_output=True)
-        proc = subprocess.Popen([script("witness-devnet"), "serve", "--config",
-                                 f"{tmp}/d/devnet.toml"], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(200):
-                try:
-                    before = status(port)
-                    break
-                except OSError:
-                    time.sleep(0.05)
+        with running_process([console_script("witness-devnet"), "serve", "--config",
+                              f"{tmp}/d/devnet.toml"], Path(tmp) / "d" / "devnet.log") as proc:
+            before = wait_until(lambda: status(port), 10, "the devnet", procs=[proc])
             stop = threading.Event()
             latencies: list[float] = []
             errors: list[str] = []
@@ -115,9 +95,6 @@ def main() -> int:
                 t.join(timeout=30)
             elapsed = time.perf_counter() - t0
             after = status(port)
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
     latencies.sort()
     blocks = int(after["head_block_number"]) - int(before["head_block_number"])  # type: ignore[call-overload]
     expected_blocks = elapsed / args.slot_seconds

@@ -39,12 +39,11 @@ import os
 import platform
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -55,7 +54,16 @@ import requests
 
 from devnet.client import DevnetClient
 from devnet.config import DevnetConfig
-from devnet.files import write_drill_dir
+from drill.files import write_drill_dir
+from drill.procs import (
+    DrillError,
+    console_script,
+    free_port_base,
+    running_process,
+    wait_http,
+    wait_until,
+)
+from drill.services import signer_audit
 from shared.errors import ChainError
 
 STARTUP_TIMEOUT_S = 30.0
@@ -63,7 +71,7 @@ CHAIN_BLOCK_S = 3  # chain seconds per slot (hived's interval)
 REAL_BLOCKS_PER_HOUR = 3600 // CHAIN_BLOCK_S
 
 
-class TrialError(Exception):
+class TrialError(DrillError):
     """A trial did not reach its end (timeout, a process died)."""
 
 
@@ -84,73 +92,6 @@ class Trial:
     double_production: int
     watcher_rss_kib: int
     trial_wall_s: float
-
-
-# ---- processes ------------------------------------------------------------------------------
-
-
-def script(name: str) -> str:
-    """A console script from this interpreter's environment."""
-    path = Path(sys.executable).with_name(name)
-    return str(path) if path.exists() else name
-
-
-def ports_free(base: int) -> bool:
-    """Whether P, P+1 and P+2 can be bound on loopback."""
-    for port in range(base, base + 3):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
-def pick_port_base(rng: random.Random) -> int:
-    """A base P with P..P+2 free."""
-    for _ in range(200):
-        base = rng.randrange(20000, 60000, 3)
-        if ports_free(base):
-            return base
-    raise TrialError("no free port triple found")
-
-
-@contextmanager
-def process(argv: list[str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``argv`` with output to ``log_path``; terminate (then kill) it on exit."""
-    with log_path.open("ab") as log_file:
-        proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float, what: str,
-             procs: list[subprocess.Popen[bytes]], interval_s: float = 0.05) -> Any:
-    """Call ``check`` until it returns something truthy; fail on timeout or a dead process."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            result = check()
-        except (ChainError, requests.RequestException, ValueError, KeyError):
-            result = None
-        if result:
-            return result
-        for proc in procs:
-            if proc.poll() is not None:
-                raise TrialError(f"{proc.args!r} exited with {proc.returncode} "
-                                 f"while waiting for {what}")
-        if time.monotonic() > deadline:
-            raise TrialError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(interval_s)
 
 
 # ---- reading the processes ------------------------------------------------------------------
@@ -198,20 +139,6 @@ def quick_status(port: int) -> dict[str, Any]:
     if not isinstance(result, dict):
         raise TrialError("devnet.status: no result")
     return result
-
-
-def audit_events(directory: Path) -> list[dict[str, Any]]:
-    """The signer's audit log (JSON lines); a half-written last line is skipped."""
-    path = directory / "signer-state" / "audit.jsonl"
-    if not path.exists():
-        return []
-    events = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            continue
-    return events
 
 
 def audit_wall(event: dict[str, Any]) -> float:
@@ -264,25 +191,24 @@ def services(directory: Path, port_base: int, slot_s: float) -> Iterator[Service
                     key_mode="active", fast_kdf=True)
     cfg = DevnetConfig.load(directory / "devnet.toml")
     with ExitStack() as stack:
-        devnet = stack.enter_context(process(
-            [script("witness-devnet"), "serve", "--config", str(directory / "devnet.toml")],
+        devnet = stack.enter_context(running_process(
+            [console_script("witness-devnet"), "serve", "--config", str(directory / "devnet.toml")],
             directory / "devnet.log"))
         client = DevnetClient(f"http://127.0.0.1:{port_base}/", timeout_s=5)
         stack.callback(client.close)
-        wait_for(client.status, STARTUP_TIMEOUT_S, "the devnet", [devnet])
-        signer = stack.enter_context(process(
-            [script("witness-signer"), "serve", "--config", str(directory / "signer.toml")],
+        wait_until(client.status, STARTUP_TIMEOUT_S, "the devnet", procs=[devnet])
+        signer = stack.enter_context(running_process(
+            [console_script("witness-signer"), "serve", "--config", str(directory / "signer.toml")],
             directory / "signer.log"))
         signer_url = f"http://127.0.0.1:{port_base + 1}/healthz"
-        wait_for(lambda: requests.get(signer_url, timeout=2).status_code == 200,
-                 STARTUP_TIMEOUT_S, "the signer", [devnet, signer])
-        watcher = stack.enter_context(process(
-            [script("witness-watcher"), "run", "--config", str(directory / "watcher.toml")],
+        wait_http(signer_url, STARTUP_TIMEOUT_S, "the signer", procs=[devnet, signer])
+        watcher = stack.enter_context(running_process(
+            [console_script("witness-watcher"), "run", "--config", str(directory / "watcher.toml")],
             directory / "watcher.log"))
         procs = [devnet, signer, watcher]
         metrics_url = f"http://127.0.0.1:{port_base + 2}/metrics"
-        wait_for(lambda: scrape(metrics_url).get('witness_watcher_state{phase="armed"}') == 1,
-                 STARTUP_TIMEOUT_S, "the watcher to arm", procs)
+        wait_until(lambda: scrape(metrics_url).get('witness_watcher_state{phase="armed"}') == 1,
+                   STARTUP_TIMEOUT_S, "the watcher to arm", procs=procs)
         yield Services(directory, client, metrics_url, watcher, procs, cfg.slot_seconds,
                        cfg.witness_count, port_base)
 
@@ -328,8 +254,8 @@ def run_trial(svc: Services, rng: random.Random, poll_s: float) -> Trial:
     keys = {n["name"]: n["public_key"] for n in status["nodes"]}
     round_s = slot_s * svc.witness_count
     anchor = status["witness"]["last_confirmed_block_num"]
-    wait_for(lambda: quick_status(svc.port)["witness"]["last_confirmed_block_num"] > anchor,
-             3 * round_s + 5, "alice to produce", svc.procs, interval_s=poll_s)
+    wait_until(lambda: quick_status(svc.port)["witness"]["last_confirmed_block_num"] > anchor,
+               3 * round_s + 5, "alice to produce", procs=svc.procs, interval_s=poll_s)
     delay_slots = rng.uniform(0, svc.witness_count)
     time.sleep(delay_slots * slot_s)
     client.call("devnet.stop_node", {"name": "primary"})
@@ -365,7 +291,7 @@ def run_trial(svc: Services, rng: random.Random, poll_s: float) -> Trial:
     missed = int(w["total_missed"]) - base_missed
     rss = proc_status_kib(svc.watcher.pid)["VmRSS"]
 
-    events = audit_events(svc.directory)
+    events = signer_audit(svc.directory)
     included = None
     for event in events:
         tx_id = (event.get("data") or {}).get("tx_id")
@@ -478,11 +404,11 @@ def main(argv: list[str] | None = None) -> int:
                     tempfile.TemporaryDirectory(prefix=f"failover-bench-{index}-")))
             try:
                 svc = stack.enter_context(
-                    services(directory / "drill", pick_port_base(rng), args.slot_seconds))
+                    services(directory / "drill", free_port_base(), args.slot_seconds))
                 if index == 0 and args.healthy_seconds > 0:
                     healthy = measure_healthy(svc, args.healthy_seconds)
                 trial = run_trial(svc, rng, args.poll_s)
-            except (TrialError, ChainError, requests.RequestException, OSError, KeyError) as e:
+            except (DrillError, ChainError, requests.RequestException, OSError, KeyError) as e:
                 failures.append(f"trial {index}: {type(e).__name__}: {e}")
                 print(f"trial {index}: FAILED {e}", file=sys.stderr, flush=True)
                 continue

@@ -13,16 +13,15 @@ Prints one JSON document (per scenario and tool: missed blocks p50/p95/max,
 seconds from the first visible miss to the switch included, false switches,
 switches that clobbered props, unrecovered failures, SMS, RPC calls per chain
 hour, and the ratios ours/baseline) and writes ``docs/headtohead.md`` and
-``docs/headtohead.png``. Needs the ``devnet`` and ``bench`` extras:
+``docs/headtohead.png``. Needs the ``drill`` and ``bench`` extras:
 
-    .venv/bin/pip install -e '.[devnet,bench]'
+    .venv/bin/pip install -e '.[drill,bench]'
     .venv/bin/python bench/headtohead.py            # --trials 5: about 13 min on 2 cores
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -30,8 +29,6 @@ import platform
 import random
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,13 +40,21 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import baseline as seed
 import requests
 
 from devnet.client import DevnetClient
+from drill.fake_twilio import FakeTwilio
+from drill.procs import (
+    DrillError,
+    console_script,
+    free_port_base,
+    start_process,
+    stop_process,
+    wait_until,
+)
 from shared.errors import ChainError
 from watcher.schedule import parse_schedule, slots_until
 
@@ -71,72 +76,19 @@ CLEAR_FAULTS = {"latency_s": 0.0, "error_rate": 0.0, "timeout": False, "freeze_h
                 "wrong_data": False}
 
 
-def _script(name: str) -> str:
-    path = Path(sys.executable).with_name(name)
-    return str(path) if path.exists() else name
-
-
-def _load(name: str, path: Path) -> ModuleType:
-    """Import a file that is not on sys.path (the tests' fake Twilio)."""
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while building
-    spec.loader.exec_module(module)
-    return module
-
-
-def _free_port_base() -> int:
-    """P with P..P+2 free, below the ephemeral range: the signer and the watcher's metrics
-    rebind P+1 and P+2 every trial, and an outgoing connection must not take them."""
+def _until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> bool:
+    """Whether ``predicate`` came true within ``timeout_s`` (its exceptions propagate)."""
     try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(10000, max(10001, low - 3))
-        if all(_free(base + i) for i in range(3)):
-            return base
-    raise RuntimeError("no three free consecutive ports below the ephemeral range")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as fh:
-        return subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        wait_until(predicate, timeout_s, "a condition", interval_s=interval_s, not_ready=())
+    except DrillError:
+        return False
+    return True
 
 
 def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
     """SIGTERM the process group (gunicorn has a worker), SIGKILL after 20 s."""
-    if proc is None or proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-def _until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval_s)
-    return True
+    if proc is not None:
+        stop_process(proc)
 
 
 # ---- what the chain did ----------------------------------------------------------------
@@ -240,7 +192,7 @@ class Drill:
 
     def __init__(self, directory: Path, port_base: int, slot_s: float, twilio_url: str) -> None:
         self.dir, self.port, self.slot_s = directory, port_base, slot_s
-        subprocess.run([_script("witness-devnet"), "init", str(directory), "--port-base",
+        subprocess.run([console_script("witness-devnet"), "init", str(directory), "--port-base",
                         str(port_base), "--slot-seconds", str(slot_s), "--chain", "hive",
                         "--key-mode", "active", "--fast-kdf"], check=True, capture_output=True,
                        timeout=120)
@@ -252,7 +204,7 @@ class Drill:
         self.nodes = [base, f"{base}rpc/1", f"{base}rpc/2"]  # both tools' RPC nodes
         # The harness's own endpoint, never faulted and read by neither tool.
         self.url = f"{base}rpc/3"
-        self.proc = _spawn([_script("witness-devnet"), "serve", "--config",
+        self.proc = start_process([console_script("witness-devnet"), "serve", "--config",
                             str(directory / "devnet.toml")], directory / "devnet.log")
         self.client = DevnetClient(self.url, timeout_s=5)
         if not _until(self._answers, 30):
@@ -369,7 +321,7 @@ class Ours:
 
     name = "ours"
 
-    def __init__(self, drill: Drill, twilio: Any) -> None:
+    def __init__(self, drill: Drill, twilio: FakeTwilio) -> None:
         self.drill, self.twilio = drill, twilio
         self.signer: subprocess.Popen[bytes] | None = None
         self.watcher: subprocess.Popen[bytes] | None = None
@@ -398,7 +350,7 @@ class Ours:
         for state in ("signer-state", "watcher-state"):
             for path in (d / state).iterdir():
                 path.unlink()
-        self.signer = _spawn([_script("witness-signer"), "serve", "--config",
+        self.signer = start_process([console_script("witness-signer"), "serve", "--config",
                               str(d / "signer.toml")], d / "signer.log")
 
         def healthy() -> bool:
@@ -410,7 +362,7 @@ class Ours:
 
         if not _until(healthy, 30):
             raise RuntimeError("the signer did not start; see signer.log")
-        self.watcher = _spawn([_script("witness-watcher"), "run", "--config",
+        self.watcher = start_process([console_script("witness-watcher"), "run", "--config",
                                str(d / "watcher.toml")], d / "watcher.log")
         if not _until(lambda: self._phase() == "armed", 30):
             raise RuntimeError("the watcher did not arm; see watcher.log")
@@ -464,7 +416,7 @@ class Seed:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         self.result.unlink(missing_ok=True)
-        self.proc = _spawn([sys.executable, str(REPO / "bench" / "baseline.py"), "--config",
+        self.proc = start_process([sys.executable, str(REPO / "bench" / "baseline.py"), "--config",
                             str(self.config), "--result", str(self.result)],
                            self.drill.dir / "baseline.log")
         if not _until(self.result.exists, 30, 0.01):
@@ -763,15 +715,17 @@ def machine() -> dict[str, Any]:
 
 
 @contextmanager
-def drill_running(args: argparse.Namespace) -> Iterator[tuple[Drill, Any]]:
+def drill_running(args: argparse.Namespace) -> Iterator[tuple[Drill, FakeTwilio]]:
     """A fake Twilio and a devnet in a fresh directory; both stopped afterwards.
 
     The directory (with every process's log) is kept with --keep-dir or after a failure.
     """
-    fake_twilio = _load("bench_fake_twilio", REPO / "tests" / "support" / "fake_twilio.py")
     directory = Path(tempfile.mkdtemp(prefix="headtohead-")) / "drill"
-    with fake_twilio.FakeTwilio(TWILIO_SID, TWILIO_TOKEN) as twilio:
-        drill = Drill(directory, args.port_base or _free_port_base(), args.slot_seconds,
+    with FakeTwilio(TWILIO_SID, TWILIO_TOKEN) as twilio:
+        # Below the ephemeral range: the signer and the watcher's metrics rebind P+1
+        # and P+2 every trial, and an outgoing connection must not take them meanwhile.
+        drill = Drill(directory, args.port_base or free_port_base(below_ephemeral=True),
+                      args.slot_seconds,
                       twilio.base_url)
         try:
             yield drill, twilio
@@ -1067,7 +1021,7 @@ def write_docs(doc: dict[str, Any], docs: Path) -> None:
         "## Reproduce",
         "",
         "```sh",
-        ".venv/bin/pip install -e '.[devnet,bench]'",
+        ".venv/bin/pip install -e '.[drill,bench]'",
         run_info["command"],
         "```",
         "",

@@ -35,8 +35,6 @@ import itertools
 import json
 import os
 import platform
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,6 +52,7 @@ from typing import Any
 import requests
 
 from devnet.client import DevnetClient
+from drill.procs import console_script, free_port_base, start_process, stop_process, wait_until
 from shared.errors import AuthError, ChainError
 from shared.httpsig import (
     Ed25519Signer,
@@ -77,28 +76,6 @@ FLOOD_POOL = 5000  # distinct forged requests, cycled; a forged nonce is never s
 # Any well-formed key: authentication does not read the body, and forged requests never get
 # further than the signature check.
 SOME_KEY = "STM7ghGnsqJZZDM6HdSk13L7ywGdGoR3RL5epnzCeeQeWN3UozuyG"
-
-
-def script(name: str) -> str:
-    """A console script from this interpreter's environment."""
-    path = Path(sys.executable).with_name(name)
-    return str(path) if path.exists() else name
-
-
-def free_port_base(span: int = 3) -> int:
-    """A port P such that P .. P+span-1 are free on 127.0.0.1 right now."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind((HOST, 0))
-            base = int(s.getsockname()[1])
-        try:
-            for i in range(span):
-                with socket.socket() as s:
-                    s.bind((HOST, base + i))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no free port range")
 
 
 def percentiles_ms(samples_s: list[float]) -> dict[str, float | int]:
@@ -220,43 +197,17 @@ def add_watchers(drill: Path, count: int) -> list[tuple[str, Ed25519Signer]]:
     return clients
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the process group it leads (gunicorn's worker too), SIGKILL after 15 s."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-
-
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str,
-               proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if check():
-                return
-        except (OSError, ChainError, http.client.HTTPException):
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not start")
-        time.sleep(0.1)
-
-
 @contextmanager
 def started(argv: list[str], log: Path, ready: Callable[[], bool], what: str
             ) -> Iterator[subprocess.Popen[bytes]]:
     """Start ``argv`` in its own session, logging to ``log``; stop it on exit."""
-    with log.open("ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    proc = start_process(argv, log)
     try:
-        wait_until(ready, 90, what, proc)
+        wait_until(ready, 90, what, procs=[proc], interval_s=0.1,
+                   not_ready=(OSError, ChainError, http.client.HTTPException))
         yield proc
     finally:
-        stop(proc)
+        stop_process(proc, timeout_s=15)
 
 
 # ---- 2 and 3: HTTP ----------------------------------------------------------------------------
@@ -491,9 +442,9 @@ def main() -> int:
     server_cpus, load_cpus = cpu_split()
     with tempfile.TemporaryDirectory() as tmp:
         drill, base = Path(tmp) / "drill", free_port_base()
-        subprocess.run([script("witness-devnet"), "init", str(drill), "--port-base", str(base),
-                        "--slot-seconds", "0.25", "--fast-kdf"], check=True, capture_output=True,
-                       timeout=60)
+        subprocess.run([console_script("witness-devnet"), "init", str(drill), "--port-base",
+                        str(base), "--slot-seconds", "0.25", "--fast-kdf"], check=True,
+                       capture_output=True, timeout=60)
         watchers = add_watchers(drill, EXTRA_WATCHERS)
         threads = tomllib.loads((drill / "signer.toml").read_text())["signer"]["threads"]
         auth = bench_authenticate(drill, args.auth_seconds)
@@ -509,9 +460,10 @@ def main() -> int:
 
         try:
             with affinity(server_cpus), started(
-                    [script("witness-devnet"), "serve", "--config", str(drill / "devnet.toml")],
+                    [console_script("witness-devnet"), "serve", "--config",
+                     str(drill / "devnet.toml")],
                     drill / "devnet.log", lambda: bool(devnet.status()), "the devnet"), \
-                    started([script("witness-signer"), "serve", "--config",
+                    started([console_script("witness-signer"), "serve", "--config",
                              str(drill / "signer.toml")], drill / "signer.log", signer_up,
                             "the signer") as signer, affinity(load_cpus):
                 results = bench_http(devnet, signer, base + 1, drill, watchers=watchers,

@@ -6,6 +6,7 @@ and a worker, and stopping the group stops both.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -62,10 +63,8 @@ def start_process(argv: Sequence[str], log: Path, cwd: Path | None = None
 def signal_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
     """Send ``sig`` to the process group of ``proc`` if it still runs."""
     if proc.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):  # exited since the poll
             os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass  # exited between the poll and the signal
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = STOP_TIMEOUT_S) -> int:

@@ -76,7 +76,7 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> set[str]:
 
 def _signer_example(tmp_path: Path) -> Path:
     text = service_files.signer_toml(port_base=18090, chain="hive", key_mode="active",
-                             node_keys=NODE_KEYS, config_path=tmp_path / "signer.toml")
+                                     node_keys=NODE_KEYS, config_path=tmp_path / "signer.toml")
     text = text.replace('max_skew_s = 30\n', 'max_skew_s = 30\nmax_body_bytes = 8192\n'
                         'tls_cert = "keys/tls.crt"\ntls_key = "keys/tls.key"\n')
     text = text.replace('passphrase_file = "keys/signer.passphrase"\n',
@@ -90,8 +90,8 @@ def _signer_example(tmp_path: Path) -> Path:
 
 def _watcher_example(tmp_path: Path) -> Path:
     path = tmp_path / "watcher.toml"
-    path.write_text(service_files.watcher_toml(port_base=18090, slot_seconds=3.0, node_keys=NODE_KEYS)
-                    + WATCHER_EXTRA)
+    path.write_text(service_files.watcher_toml(port_base=18090, slot_seconds=3.0,
+                                               node_keys=NODE_KEYS) + WATCHER_EXTRA)
     return path
 
 

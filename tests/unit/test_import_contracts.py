@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,11 @@ def test_wrong_import_breaks_its_contract(source_copy: Path, module: str, line: 
     broken = result.stdout.split("Broken contracts", 1)[-1]
     assert contract in broken, result.stdout + result.stderr
     assert "1 broken" in result.stdout
+
+
+def test_devnet_entry_point_loads_only_the_simulator() -> None:
+    """`witness-devnet` without init/demo needs only the devnet extra: no signer, nacl or beem."""
+    code = ("import sys, drill.cli; loaded = sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'signer', 'watcher', 'nacl', 'beem', 'beembase', 'beemgraphenebase', 'flask', "
+            "'twilio'}); assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -1,4 +1,4 @@
-"""Unit tests for shared/notify.py and shared/sms.py: the real twilio Client against a local fake."""
+"""shared/notify.py and shared/sms.py: the real twilio Client against a local fake endpoint."""
 
 from __future__ import annotations
 
