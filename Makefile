@@ -25,7 +25,7 @@ demo: venv
 lint: venv
 	$(BIN)/ruff check shared devnet signer watcher drill tests bench
 	$(BIN)/mypy
-	$(BIN)/lint-imports --no-cache
+	$(BIN)/lint-imports --no-cache --no-logo
 
 test: venv lint
 	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall .
