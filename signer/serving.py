@@ -193,7 +193,7 @@ class _Handler(WSGIHandler):  # type: ignore[misc]  # gevent is untyped
             self.close_connection = True
         self.environ["wsgi.input"] = io.BytesIO(body)
         self.environ["wsgi.input_terminated"] = True
-        status, headers, chunks = self.server.pool.spawn(
+        status, headers, chunks = self.server.app_threads.spawn(
             _run_app, self.application, self.environ).get()
         with gevent.Timeout(options.body_timeout_s, False):
             self.start_response(status, headers)
@@ -224,7 +224,7 @@ class _Server(WSGIServer):  # type: ignore[misc]  # gevent is untyped
                          spawn=Pool(options.max_connections), log=None, error_log=log,
                          environ=env)
         self.options = options
-        self.pool = pool
+        self.app_threads = pool
         self.tls = tls
         self.sources = SourceLimiter(options.max_connections_per_source)
 

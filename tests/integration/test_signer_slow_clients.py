@@ -1,0 +1,206 @@
+"""Threat T10: slow and hostile clients cannot starve the signer (`witness-signer serve`).
+
+The real signer process on a devnet drill directory, with short deadlines so the test
+stays bounded. Slow clients connect from other loopback addresses (127.0.0.x, which
+Linux routes locally) so the per-source cap can be told apart from the legitimate
+client on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from support.devnet_proc import running_devnet
+from support.services import Service, running_signer
+
+from shared.httpsig import (
+    Headers,
+    HttpResponse,
+    load_private_key,
+    load_public_key,
+    signed_headers_for,
+    verify_response,
+)
+
+HEADER_TIMEOUT_S = 3.0
+BODY_TIMEOUT_S = 3.0
+PER_SOURCE = 25
+SLOW_SOURCES = 5  # per kind: 5 sources x 20 connections x 2 kinds = 200 connections
+PER_SLOW_SOURCE = 20
+LIMITS = f"""header_timeout_s = {HEADER_TIMEOUT_S}
+body_timeout_s = {BODY_TIMEOUT_S}
+max_connections_per_source = {PER_SOURCE}
+"""
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A devnet and `witness-signer serve` with short deadlines and a per-source cap of 25."""
+    directory = tmp_path_factory.mktemp("slow") / "drill"
+    with running_devnet(directory):
+        path = directory / "signer.toml"
+        text = path.read_text()
+        assert "\nthreads = 4\n" in text
+        path.write_text(text.replace("\nthreads = 4\n", "\nthreads = 4\n" + LIMITS, 1))
+        with running_signer(directory) as service:
+            yield service
+
+
+def _connect(url: str, source: str) -> socket.socket:
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=5,
+                                    source_address=(source, 0))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _slow_header(url: str, source: str) -> socket.socket:
+    """A request line and part of a header; the rest is dribbled a byte at a time."""
+    sock = _connect(url, source)
+    sock.sendall(b"POST /v1/failover HTTP/1.1\r\nHost: signer\r\nX-Slow: ")
+    return sock
+
+
+def _slow_body(url: str, source: str) -> socket.socket:
+    """Complete headers announcing 1000 bytes, then a few body bytes and nothing more."""
+    sock = _connect(url, source)
+    sock.sendall(b"POST /v1/failover HTTP/1.1\r\nHost: signer\r\nContent-Type: application/json"
+                 b"\r\nContent-Length: 1000\r\n\r\n{\"wit")
+    return sock
+
+
+def _is_open(sock: socket.socket) -> bool:
+    """True while the server has neither closed nor reset the connection."""
+    try:
+        return sock.recv(1, socket.MSG_DONTWAIT | socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def _closed_by_server(sock: socket.socket, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for the server to close ``sock`` (an answer may come first)."""
+    sock.settimeout(timeout_s)
+    try:
+        while sock.recv(4096):
+            pass
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+class Dribbler:
+    """Sends one byte every ``interval_s`` on each socket until stopped (slowloris)."""
+
+    def __init__(self, socks: list[socket.socket], payload: bytes, interval_s: float) -> None:
+        self._socks, self._payload, self._interval_s = socks, payload, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            for sock in self._socks:
+                try:
+                    sock.send(self._payload, socket.MSG_DONTWAIT)
+                except OSError:
+                    continue  # closed by the server: that is the point
+
+    def stop(self) -> None:
+        """Stop dribbling."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _signed_failover(url: str, directory: Path) -> tuple[float, requests.Response]:
+    """POST a signed /v1/failover as the watcher; verify the signed answer; return its time."""
+    raw = json.dumps({"witness": "alice", "failing_key": "STM" + "1" * 50,
+                      "observed_total_missed": 0, "reason": "slow-client test"}).encode()
+    target = f"{url}/v1/failover"
+    headers = signed_headers_for("POST", target, raw, "application/json",
+                                 load_private_key(directory / "keys" / "watcher.key"),
+                                 "watcher", datetime.now(UTC))
+    started = time.perf_counter()
+    response = requests.post(target, data=raw, headers=headers, timeout=10)
+    elapsed = time.perf_counter() - started
+    verify_response(HttpResponse(response.status_code, Headers(response.headers.items()),
+                                 response.content), headers,
+                    load_public_key(directory / "keys" / "signer.pub"), datetime.now(UTC))
+    return elapsed, response
+
+
+def test_signed_request_answers_within_a_second_while_200_slow_connections_are_held(
+        signer: Service) -> None:
+    """200 slowloris connections (slow headers, slow bodies) are held; the watcher's signed
+    request and /healthz still answer in under 1 s, and the server then closes every slow
+    connection at its deadline."""
+    directory = signer.log.parent
+    slow_headers = [_slow_header(signer.url, f"127.0.0.{10 + i % SLOW_SOURCES}")
+                    for i in range(SLOW_SOURCES * PER_SLOW_SOURCE)]
+    slow_bodies = [_slow_body(signer.url, f"127.0.0.{20 + i % SLOW_SOURCES}")
+                   for i in range(SLOW_SOURCES * PER_SLOW_SOURCE)]
+    held = slow_headers + slow_bodies
+    dribbler = Dribbler(slow_headers, b"a", 0.25)
+    opened = time.monotonic()
+    try:
+        time.sleep(0.5)
+        assert sum(map(_is_open, held)) == 200  # all under the per-source cap: all held
+        times = []
+        for _ in range(5):
+            elapsed, response = _signed_failover(signer.url, directory)
+            assert response.status_code < 500, response.text
+            times.append(elapsed)
+        started = time.perf_counter()
+        assert requests.get(f"{signer.url}/healthz", timeout=5).status_code == 200
+        health_s = time.perf_counter() - started
+        assert max(times) < 1.0, times
+        assert health_s < 1.0
+        assert time.monotonic() - opened < HEADER_TIMEOUT_S  # measured while all were held
+        print(f"\nslow clients: 200 held; signed failover answered in median "
+              f"{statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms; "
+              f"/healthz {health_s * 1000:.0f} ms")
+        # The dribbling goes on, yet each connection is closed at its deadline.
+        limit = HEADER_TIMEOUT_S + BODY_TIMEOUT_S + 2.0
+        deadline = opened + limit
+        assert all(_closed_by_server(s, max(deadline - time.monotonic(), 0.1)) for s in held)
+        print(f"slow clients: all 200 closed by the server after "
+              f"{time.monotonic() - opened:.1f} s (deadlines {HEADER_TIMEOUT_S} s + "
+              f"{BODY_TIMEOUT_S} s)")
+    finally:
+        dribbler.stop()
+        for sock in held:
+            sock.close()
+
+
+def test_one_source_over_its_cap_is_refused_while_others_are_served(signer: Service) -> None:
+    """Connection 26 from one address is closed at once; 127.0.0.1 is still served."""
+    socks = [_slow_header(signer.url, "127.0.0.40") for _ in range(PER_SOURCE + 5)]
+    try:
+        refused = [s for s in socks[PER_SOURCE:] if _closed_by_server(s, 1.0)]
+        assert len(refused) == 5
+        assert all(_is_open(s) for s in socks[:PER_SOURCE])
+        other = _slow_header(signer.url, "127.0.0.41")
+        time.sleep(0.2)
+        assert _is_open(other)  # another source is not affected by the first one's cap
+        other.close()
+        started = time.perf_counter()
+        assert requests.get(f"{signer.url}/healthz", timeout=5).status_code == 200
+        assert time.perf_counter() - started < 1.0
+    finally:
+        for sock in socks:
+            sock.close()
