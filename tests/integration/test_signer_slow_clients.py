@@ -63,6 +63,7 @@ def _connect(url: str, source: str) -> socket.socket:
     sock = socket.create_connection((parts.hostname, parts.port), timeout=5,
                                     source_address=(source, 0))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.settimeout(None)  # blocking: MSG_DONTWAIT probes then return at once
     return sock
 
 
@@ -163,7 +164,7 @@ def test_signed_request_answers_within_a_second_while_200_slow_connections_are_h
         times = []
         for _ in range(5):
             elapsed, response = _signed_failover(signer.url, directory)
-            assert response.status_code < 500, response.text
+            assert response.status_code in (403, 409), response.text  # authenticated, refused
             times.append(elapsed)
         started = time.perf_counter()
         assert requests.get(f"{signer.url}/healthz", timeout=5).status_code == 200
