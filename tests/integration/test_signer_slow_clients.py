@@ -31,6 +31,7 @@ from shared.httpsig import (
     signed_headers_for,
     verify_response,
 )
+from signer.serving import SourceLimiter, source_of
 
 HEADER_TIMEOUT_S = 3.0
 BODY_TIMEOUT_S = 3.0
@@ -205,3 +206,19 @@ def test_one_source_over_its_cap_is_refused_while_others_are_served(signer: Serv
     finally:
         for sock in socks:
             sock.close()
+
+
+@pytest.mark.parametrize(("address", "source"), [
+    pytest.param("127.0.0.2", "127.0.0.2", id="ipv4"),
+    pytest.param("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64", id="ipv6-64"),
+    pytest.param("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64", id="ipv6-same-64"),
+    pytest.param("::ffff:10.0.0.7", "10.0.0.7", id="ipv4-mapped"),
+])
+def test_sources_are_counted_per_address_and_per_ipv6_64(address: str, source: str) -> None:
+    """The cap counts an IPv4 address alone and an IPv6 address by its /64."""
+    assert source_of(address) == source
+    limiter = SourceLimiter(2)
+    assert [limiter.admit(source_of(address)) for _ in range(3)] == [True, True, False]
+    limiter.release(source_of(address))
+    assert limiter.admit(source) is True
+    assert limiter.open_from(source) == 2
