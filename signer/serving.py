@@ -32,7 +32,7 @@ import gevent
 from gevent import ssl as gssl
 from gevent.event import Event
 from gevent.pool import Pool
-from gevent.pywsgi import Input, WSGIHandler, WSGIServer
+from gevent.pywsgi import Input, LoggingLogAdapter, WSGIHandler, WSGIServer
 from gevent.threadpool import ThreadPool
 
 from shared.errors import FailoverError
@@ -219,10 +219,12 @@ class _Server(WSGIServer):  # type: ignore[misc]  # gevent is untyped
 
     def __init__(self, options: ServeOptions, pool: ThreadPool,
                  tls: gssl.SSLContext | None) -> None:
-        env = {"wsgi.url_scheme": options.scheme, "SERVER_NAME": options.host}
+        env = {"wsgi.url_scheme": options.scheme, "SERVER_NAME": options.host,
+               "wsgi.multithread": True}
+        # Malformed requests are the client's fault: one INFO line each, not ERROR.
         super().__init__((options.host, options.port), backlog=options.backlog,
-                         spawn=Pool(options.max_connections), log=None, error_log=log,
-                         environ=env)
+                         spawn=Pool(options.max_connections), log=None,
+                         error_log=LoggingLogAdapter(log, logging.INFO), environ=env)
         self.options = options
         self.app_threads = pool
         self.tls = tls
@@ -247,12 +249,15 @@ class _Server(WSGIServer):  # type: ignore[misc]  # gevent is untyped
     def _handshake(self, sock: Any) -> Any:
         """The TLS socket, or None (closed) when the handshake fails or misses the deadline."""
         assert self.tls is not None
+        tls_sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         with gevent.Timeout(self.options.header_timeout_s, False):
             try:
-                return self.tls.wrap_socket(sock, server_side=True)
+                tls_sock.do_handshake()
             except OSError:  # ssl.SSLError included: a bad or aborted handshake
                 pass
-        sock.close()
+            else:
+                return tls_sock
+        tls_sock.close()
         return None
 
 
