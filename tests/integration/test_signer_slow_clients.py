@@ -8,20 +8,27 @@ client on 127.0.0.1.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import socket
 import statistics
 import threading
 import time
+import tomllib
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import requests
-from support.devnet_proc import running_devnet
-from support.services import Service, running_signer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from support.devnet_proc import console_script, running_devnet
+from support.ports import free_port_base
+from support.services import Service, running_signer, start_process
 
 from shared.httpsig import (
     Headers,
@@ -47,19 +54,74 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 @pytest.fixture(scope="module")
-def signer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """A devnet and `witness-signer serve` with short deadlines and a per-source cap of 25."""
+def drill(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A running devnet whose drill's signer.toml has short deadlines and a cap of 25."""
     directory = tmp_path_factory.mktemp("slow") / "drill"
     with running_devnet(directory):
         path = directory / "signer.toml"
         text = path.read_text()
         assert "\nthreads = 4\n" in text
         path.write_text(text.replace("\nthreads = 4\n", "\nthreads = 4\n" + LIMITS, 1))
-        with running_signer(directory) as service:
-            yield service
+        yield directory
+
+
+@pytest.fixture(scope="module")
+def signer(drill: Path) -> Iterator[Service]:
+    """`witness-signer serve` on the drill, plain HTTP."""
+    with running_signer(drill) as service:
+        yield service
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 and its key (mode 0600)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "keys" / "tls.crt", directory / "keys" / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+@pytest.fixture(scope="module")
+def tls_signer(drill: Path) -> Iterator[tuple[Service, Path]]:
+    """A second `witness-signer serve` on the drill's devnet over HTTPS (own port and state)."""
+    cert, key = _self_signed(drill)
+    config = tomllib.loads((drill / "signer.toml").read_text())["signer"]
+    port = free_port_base(span=1)
+    text = (drill / "signer.toml").read_text()
+    text = text.replace(f"\nport = {config['port']}\n", f"\nport = {port}\n", 1)
+    text = text.replace(f'state_dir = "{config["state_dir"]}"',
+                        f'state_dir = "{config["state_dir"]}-tls"', 1)
+    text = text.replace("\nthreads = 4\n",
+                        f'\nthreads = 4\ntls_cert = "{cert}"\ntls_key = "{key}"\n', 1)
+    path = drill / "signer-tls.toml"
+    path.write_text(text)
+    log = drill / "signer-tls.log"
+    service = Service(start_process([console_script("witness-signer"), "serve", "--config",
+                                     str(path)], log), log, f"https://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 60
+        while "listening on https://" not in log.read_text():
+            if service.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"TLS signer did not start: {log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield service, cert
+    finally:
+        service.stop()
 
 
 def _connect(url: str, source: str) -> socket.socket:
+    """A TCP connection to the signer of ``url`` from the local address ``source``."""
     parts = urlsplit(url)
     sock = socket.create_connection((parts.hostname, parts.port), timeout=5,
                                     source_address=(source, 0))
@@ -129,7 +191,8 @@ class Dribbler:
         self._thread.join(timeout=5)
 
 
-def _signed_failover(url: str, directory: Path) -> tuple[float, requests.Response]:
+def _signed_failover(url: str, directory: Path, verify: Path | bool = True
+                     ) -> tuple[float, requests.Response]:
     """POST a signed /v1/failover as the watcher; verify the signed answer; return its time."""
     raw = json.dumps({"witness": "alice", "failing_key": "STM" + "1" * 50,
                       "observed_total_missed": 0, "reason": "slow-client test"}).encode()
@@ -138,7 +201,8 @@ def _signed_failover(url: str, directory: Path) -> tuple[float, requests.Respons
                                  load_private_key(directory / "keys" / "watcher.key"),
                                  "watcher", datetime.now(UTC))
     started = time.perf_counter()
-    response = requests.post(target, data=raw, headers=headers, timeout=10)
+    response = requests.post(target, data=raw, headers=headers, timeout=10,
+                             verify=str(verify) if isinstance(verify, Path) else verify)
     elapsed = time.perf_counter() - started
     verify_response(HttpResponse(response.status_code, Headers(response.headers.items()),
                                  response.content), headers,
@@ -224,3 +288,24 @@ def test_sources_are_counted_per_address_and_per_ipv6_64(address: str, source: s
     limiter.release(source_of(address))
     assert limiter.admit(source) is True
     assert limiter.open_from(source) == 2
+
+
+def test_tls_front_answers_signed_requests_and_drops_stalled_handshakes(
+        tls_signer: tuple[Service, Path]) -> None:
+    """Over HTTPS a signed request is answered and verified (scheme in the signature base),
+    while 50 connections that never start a TLS handshake are held and then closed at the
+    header deadline."""
+    service, cert = tls_signer
+    stalled = [_connect(service.url, f"127.0.0.{60 + i % 5}") for i in range(50)]
+    opened = time.monotonic()
+    try:
+        elapsed, response = _signed_failover(service.url, service.log.parent, verify=cert)
+        assert response.status_code in (403, 409), response.text
+        assert elapsed < 1.0
+        assert requests.get(f"{service.url}/healthz", timeout=5,
+                            verify=str(cert)).status_code == 200
+        assert all(_closed_by_server(s, HEADER_TIMEOUT_S + 2.0) for s in stalled)
+        assert time.monotonic() - opened < HEADER_TIMEOUT_S + 2.0
+    finally:
+        for sock in stalled:
+            sock.close()
