@@ -17,6 +17,7 @@ hand-off to the thread pool.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
 import logging
@@ -207,7 +208,7 @@ class _Handler(WSGIHandler):  # type: ignore[misc]  # gevent is untyped
     def _give_up(self, status: str) -> None:
         self.wsgi_input = Input(io.BytesIO(), 0)
         self.close_connection = True
-        with gevent.Timeout(1, False):
+        with gevent.Timeout(1, False), contextlib.suppress(OSError):  # it may be gone
             self.start_response(status, [("Content-Length", "0"), ("Connection", "close")])
             self.write(b"")
 
