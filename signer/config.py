@@ -97,6 +97,11 @@ class SignerConfig:
     passphrase_prompt: bool
     credentials_directory: str | None
     twilio: TwilioConfig | None
+    # The HTTP front's limits on slow and hostile clients (threat T10).
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    max_connections: int = 512
+    max_connections_per_source: int = 32
 
     def env_value(self, name: str) -> str | None:
         """One environment variable (the only place the signer reads one).
@@ -190,6 +195,11 @@ class SignerConfig:
             passphrase_prompt=f.bool("keystore.prompt", default=False),
             credentials_directory=os.environ.get("CREDENTIALS_DIRECTORY"),
             twilio=_twilio(f, base),
+            header_timeout_s=f.float("signer.header_timeout_s", default=10, lo=0.5, hi=300),
+            body_timeout_s=f.float("signer.body_timeout_s", default=10, lo=0.5, hi=300),
+            max_connections=f.int("signer.max_connections", default=512, lo=16, hi=65536),
+            max_connections_per_source=f.int("signer.max_connections_per_source", default=32,
+                                             lo=1, hi=65536),
         )
 
 

@@ -1,56 +1,73 @@
-"""Serve the signer's WSGI app with gunicorn, programmatically: one worker process, threads.
+"""Serve the signer's WSGI app: gevent reads each request, a bounded thread pool runs the app.
 
-gunicorn's master forks one ``gthread`` worker. Everything that holds state —
-the decrypted keystore, the SQLite connection, the executor thread — is built
-*in the worker* by the ``boot`` callable, never in the master: SQLite
-connections and threads do not survive ``fork()``. A boot failure is reported
-on stderr by the worker and ends the whole server with a non-zero status
-(gunicorn halts on a worker boot error instead of respawning it).
+One process. Each connection is a greenlet on gevent's event loop (``gevent.pywsgi``),
+which reads the request line, the headers and the whole body (up to the size limit)
+under deadlines; only a complete request is handed to a pool of ``signer.threads``
+native threads that runs the Flask app. A slow or stalled client therefore holds a
+greenlet and a socket, never an application thread (threat T10, docs/threat-model.md).
+
+Nothing is monkey-patched: the app, the service's executor thread, ``threading.Event``
+and SQLite run on ordinary threads; only the sockets of the HTTP front are gevent's.
+
+The glue written here, on gevent's documented extension points (``WSGIServer.handle``,
+``WSGIHandler.handle_one_request``/``run_application``): the per-source connection cap,
+the header and body deadlines, the TLS handshake under the header deadline, and the
+hand-off to the thread pool.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
+import io
+import ipaddress
+import logging
+import signal
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from gunicorn.app.base import BaseApplication
-from gunicorn.arbiter import Arbiter
+import gevent
+from gevent import ssl as gssl
+from gevent.event import Event
+from gevent.pool import Pool
+from gevent.pywsgi import Input, LoggingLogAdapter, WSGIHandler, WSGIServer
+from gevent.threadpool import ThreadPool
 
 from shared.errors import FailoverError
 from signer.app import build_service
 from signer.config import SignerConfig
 from signer.http import create_app
 
+log = logging.getLogger(__name__)
+
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 Boot = Callable[[], tuple[WSGIApp, Callable[[], None]]]
 ErrorCode = Callable[[FailoverError], int]
+Response = tuple[str, list[tuple[str, str]], list[bytes]]
 
 BOOT_FAILED: Final = 1
-_NO_REPORT: Final = 0
+_IPV6_SOURCE_PREFIX: Final = 64  # one host or site usually holds a whole /64
 
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """Where and how to listen; built from the signer's config by the CLI."""
+    """Where and how to listen, and the limits on each connection; built from the config."""
 
     host: str
     port: int
     threads: int
     certfile: Path | None = None
     keyfile: Path | None = None
-    graceful_timeout_s: int = 20
-    boot_timeout_s: int = 120
-
-    @property
-    def bind(self) -> str:
-        """gunicorn's bind string (IPv6 literals in brackets)."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+    graceful_timeout_s: float = 20
+    max_body_bytes: int = 8192
+    header_timeout_s: float = 10
+    body_timeout_s: float = 10
+    max_connections: int = 512
+    max_connections_per_source: int = 32
+    backlog: int = 1024
 
     @property
     def scheme(self) -> str:
@@ -58,116 +75,259 @@ class ServeOptions:
         return "https" if self.certfile else "http"
 
 
-class _SignerApplication(BaseApplication):  # type: ignore[misc]  # gunicorn is untyped
-    """A gunicorn application whose WSGI callable is built inside the worker process."""
+def source_of(address: str) -> str:
+    """The key the per-source cap counts by: the IPv4 address, or the IPv6 address's /64."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, _IPV6_SOURCE_PREFIX), strict=False))
+    return str(ip)
 
-    def __init__(self, options: ServeOptions, boot: Boot, announce: Callable[[str], None],
-                 error_code: ErrorCode, report_fd: int) -> None:
-        self._options = options
-        self._boot = boot
-        self._announce = announce
-        self._error_code = error_code
-        self._report_fd = report_fd
-        self._shutdown: Callable[[], None] | None = None
-        super().__init__()
 
-    def load_config(self) -> None:
-        o = self._options
-        settings: dict[str, object] = {
-            "bind": [o.bind],
-            "workers": 1,
-            "worker_class": "gthread",
-            "threads": o.threads,
-            "proc_name": "witness-signer",
-            "preload_app": False,  # build the service after fork(), in the worker
-            # The worker's boot opens the keystore (Argon2id) and reconciles with
-            # the chain; give it longer than gunicorn's default heartbeat.
-            "timeout": o.boot_timeout_s,
-            "graceful_timeout": o.graceful_timeout_s,
-            "accesslog": None,
-            "errorlog": "-",
-            "loglevel": "warning",
-            # SECURITY: T3 — no unauthenticated runtime-management socket on the
-            # signer host, and no client header may change the scheme or path
-            # that signature bases (@target-uri, @path) are computed from.
-            "control_socket_disable": True,
-            "forwarded_allow_ips": "",
-            "secure_scheme_headers": {},
-            "post_worker_init": self._post_worker_init,
-            "worker_exit": self._worker_exit,
-        }
-        if o.certfile is not None and o.keyfile is not None:
-            settings["certfile"] = str(o.certfile)
-            settings["keyfile"] = str(o.keyfile)
-        for key, value in settings.items():
-            self.cfg.set(key, value)
+class SourceLimiter:
+    """Counts open connections per source; admits one only while its source is under the cap."""
 
-    def load(self) -> WSGIApp:
-        """Build the service in the worker; on failure report it and stop the server."""
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self._open: Counter[str] = Counter()
+
+    def admit(self, source: str) -> bool:
+        """Count a new connection from ``source``; False (not counted) when at the cap."""
+        if self._open[source] >= self._cap:
+            return False
+        self._open[source] += 1
+        return True
+
+    def release(self, source: str) -> None:
+        """Forget one connection from ``source``."""
+        self._open[source] -= 1
+        if self._open[source] <= 0:
+            del self._open[source]
+
+    def open_from(self, source: str) -> int:
+        """How many connections from ``source`` are open."""
+        return self._open[source]
+
+
+def _run_app(app: WSGIApp, environ: dict[str, Any]) -> Response:
+    """Call the WSGI app to completion (in a pool thread); return status, headers, body."""
+    started: list[tuple[str, list[tuple[str, str]]]] = []
+    written: list[bytes] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]],
+                       exc_info: Any = None) -> Callable[[bytes], None]:
+        if exc_info is not None and started:
+            raise exc_info[1].with_traceback(exc_info[2])
+        started[:] = [(status, headers)]
+        return written.append
+
+    result = app(environ, start_response)
+    try:
+        written.extend(bytes(chunk) for chunk in result)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    if not started:
+        raise RuntimeError("the WSGI app returned without calling start_response")
+    return started[0][0], started[0][1], written
+
+
+class _Handler(WSGIHandler):  # type: ignore[misc]  # gevent is untyped
+    """One connection: deadlines on the request, the app run in the server's thread pool."""
+
+    server: _Server
+    wsgi_input: Any
+    _deadline: gevent.Timeout
+
+    def handle_one_request(self) -> Any:
+        # SECURITY: T10 — the request line and headers (and, for a kept-alive connection,
+        # the wait for them) must arrive within header_timeout_s, however slowly they
+        # trickle in; an idle or dribbling connection is closed, not waited on.
+        self._deadline = gevent.Timeout.start_new(self.server.options.header_timeout_s)
         try:
-            app, self._shutdown = self._boot()
-        except FailoverError as e:
-            # SECURITY: T8 — FailoverError messages never carry secrets; no traceback.
-            print(f"witness-signer: refusing to start: {e}", file=sys.stderr, flush=True)
-            with contextlib.suppress(OSError):
-                os.write(self._report_fd, bytes([self._error_code(e)]))
-            sys.exit(Arbiter.WORKER_BOOT_ERROR)
-        return app
+            return super().handle_one_request()
+        except gevent.Timeout as t:
+            if t is not self._deadline:
+                raise
+            return None  # close the connection
+        finally:
+            self._deadline.cancel()
 
-    def _post_worker_init(self, worker: Any) -> None:
-        host, port = worker.sockets[0].getsockname()[:2]
-        shown = f"[{host}]" if ":" in str(host) else str(host)
-        self._announce(f"{self._options.scheme}://{shown}:{port}")
+    def get_environ(self) -> dict[str, Any]:
+        env: dict[str, Any] = super().get_environ()
+        env["RAW_URI"] = self.path  # the request target as sent: signature bases use it
+        return env
 
-    def _worker_exit(self, server: Any, worker: Any) -> None:
-        shutdown, self._shutdown = self._shutdown, None
-        if shutdown is not None:
-            shutdown()
+    def run_application(self) -> None:
+        self._deadline.cancel()
+        options = self.server.options
+        raw: Any = self.wsgi_input
+        body, complete = b"", False
+        # SECURITY: T10 — the whole body (at most max_body_bytes + 1, so the app can tell
+        # it is over the limit) must arrive within body_timeout_s; the app thread is
+        # taken only once it has.
+        deadline = gevent.Timeout.start_new(options.body_timeout_s)
+        try:
+            if raw.content_length is not None and raw.content_length > options.max_body_bytes:
+                pass  # the app answers 413 from Content-Length; the body is never read
+            else:
+                body = raw.read(options.max_body_bytes + 1)
+                complete = raw.chunked_input is False or len(body) <= options.max_body_bytes
+        except gevent.Timeout as t:
+            if t is not deadline:
+                raise
+            self._give_up("408 Request Timeout")
+            return
+        except OSError:  # the client went away or sent a broken chunked body
+            self._give_up("400 Bad Request")
+            return
+        finally:
+            deadline.cancel()
+        # The socket's body is consumed (or the connection closes): nothing left to discard.
+        self.wsgi_input = Input(io.BytesIO(), 0)
+        if not complete:
+            self.close_connection = True
+        self.environ["wsgi.input"] = io.BytesIO(body)
+        self.environ["wsgi.input_terminated"] = True
+        status, headers, chunks = self.server.app_threads.spawn(
+            _run_app, self.application, self.environ).get()
+        with gevent.Timeout(options.body_timeout_s, False):
+            self.start_response(status, headers)
+            for chunk in chunks:
+                self.write(chunk)
+            if not self.headers_sent:
+                self.write(b"")
+            return
+        self.close_connection = True  # the client does not read its answer
+
+    def _give_up(self, status: str) -> None:
+        self.wsgi_input = Input(io.BytesIO(), 0)
+        self.close_connection = True
+        with gevent.Timeout(1, False), contextlib.suppress(OSError):  # it may be gone
+            self.start_response(status, [("Content-Length", "0"), ("Connection", "close")])
+            self.write(b"")
+
+
+class _Server(WSGIServer):  # type: ignore[misc]  # gevent is untyped
+    """The listener: per-source cap and TLS handshake before any HTTP is read."""
+
+    handler_class = _Handler
+
+    def __init__(self, options: ServeOptions, pool: ThreadPool,
+                 tls: gssl.SSLContext | None) -> None:
+        env = {"wsgi.url_scheme": options.scheme, "SERVER_NAME": options.host,
+               "wsgi.multithread": True}
+        # Malformed requests are the client's fault: one INFO line each, not ERROR.
+        super().__init__((options.host, options.port), backlog=options.backlog,
+                         spawn=Pool(options.max_connections), log=None,
+                         error_log=LoggingLogAdapter(log, logging.INFO), environ=env)
+        self.options = options
+        self.app_threads = pool
+        self.tls = tls
+        self.sources = SourceLimiter(options.max_connections_per_source)
+
+    def handle(self, sock: Any, address: Any) -> None:
+        source = source_of(str(address[0]))
+        # SECURITY: T10 — one source may hold at most max_connections_per_source
+        # connections; one more is closed before a byte of it is read.
+        if not self.sources.admit(source):
+            sock.close()
+            return
+        try:
+            if self.tls is not None:
+                sock = self._handshake(sock)
+                if sock is None:
+                    return
+            super().handle(sock, address)
+        finally:
+            self.sources.release(source)
+
+    def _handshake(self, sock: Any) -> Any:
+        """The TLS socket, or None (closed) when the handshake fails or misses the deadline."""
+        assert self.tls is not None
+        tls_sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        with gevent.Timeout(self.options.header_timeout_s, False):
+            try:
+                tls_sock.do_handshake()
+            except OSError:  # ssl.SSLError included: a bad or aborted handshake
+                pass
+            else:
+                return tls_sock
+        tls_sock.close()
+        return None
+
+
+def _tls_context(options: ServeOptions) -> gssl.SSLContext | None:
+    if options.certfile is None or options.keyfile is None:
+        return None
+    context = gssl.SSLContext(gssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = gssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(options.certfile), str(options.keyfile))
+    return context
 
 
 def serve(options: ServeOptions, boot: Boot, *, announce: Callable[[str], None],
           error_code: ErrorCode) -> int:
-    """Run gunicorn until SIGTERM/SIGINT; return the process exit status.
+    """Listen, build the app, serve until SIGTERM/SIGINT; return the process exit status.
 
-    ``boot`` runs in the worker process and returns the WSGI app and a shutdown
-    callable (run when the worker exits). ``announce`` gets the listening URL
-    once the worker is ready. If ``boot`` raises :class:`FailoverError`, its
-    message goes to stderr and the status is ``error_code(e)``.
+    ``boot`` returns the WSGI app and a shutdown callable (run on the way out).
+    ``announce`` gets the listening URL once the app is ready. If ``boot`` raises
+    :class:`FailoverError`, its message goes to stderr and the status is
+    ``error_code(e)``.
     """
-    master_pid = os.getpid()
-    read_fd, write_fd = os.pipe()
+    pool = ThreadPool(options.threads)
     try:
-        application = _SignerApplication(options, boot, announce, error_code, write_fd)
+        server = _Server(options, pool, _tls_context(options))
+        server.init_socket()
+    except OSError as e:
+        print(f"witness-signer: cannot listen on {options.host}:{options.port}: "
+              f"{e.strerror or e}", file=sys.stderr, flush=True)
+        return BOOT_FAILED
+    try:
         try:
-            application.run()
-            status = 0
-        except SystemExit as e:
-            if os.getpid() != master_pid:
-                raise  # the forked worker leaves through gunicorn's own sys.exit()
-            status = e.code if isinstance(e.code, int) else BOOT_FAILED
-        os.set_blocking(read_fd, False)
-        with contextlib.suppress(BlockingIOError):
-            reported = os.read(read_fd, 1)
-            if reported and reported[0] != _NO_REPORT:
-                return reported[0]
-        # A boot failure that is not ours (a bug): gunicorn's own status 3 or 4 would
-        # read as "chain error" to a caller.
-        booting = {Arbiter.WORKER_BOOT_ERROR, Arbiter.APP_LOAD_ERROR}
-        return BOOT_FAILED if status in booting else status
+            app, shutdown = boot()
+        except FailoverError as e:
+            # SECURITY: T8 — FailoverError messages never carry secrets; no traceback.
+            print(f"witness-signer: refusing to start: {e}", file=sys.stderr, flush=True)
+            return error_code(e)
+        try:
+            server.application = app
+            server.start()
+            host, port = server.socket.getsockname()[:2]
+            shown = f"[{host}]" if ":" in str(host) else str(host)
+            announce(f"{options.scheme}://{shown}:{port}")
+            stopping = Event()
+            handlers = [gevent.signal_handler(s, stopping.set)
+                        for s in (signal.SIGTERM, signal.SIGINT)]
+            stopping.wait()
+            for h in handlers:
+                h.cancel()
+            server.stop(timeout=options.graceful_timeout_s)
+        finally:
+            shutdown()
     finally:
-        os.close(read_fd)
-        os.close(write_fd)
+        server.close()
+        pool.kill()
+    return 0
 
 
 def serve_signer(config: SignerConfig, *, error_code: ErrorCode) -> int:
-    """Serve the signer of ``config``: build, start and expose the service in the worker.
+    """Serve the signer of ``config``: build and start the service, then expose it.
 
     Returns the exit status (``error_code(e)`` when the service refused to start).
     """
     options = ServeOptions(host=config.host, port=config.port, threads=config.threads,
                            certfile=config.tls_cert, keyfile=config.tls_key,
-                           boot_timeout_s=max(120, 3 * int(config.confirm_timeout
-                                                           .total_seconds())))
+                           max_body_bytes=config.max_body_bytes,
+                           header_timeout_s=config.header_timeout_s,
+                           body_timeout_s=config.body_timeout_s,
+                           max_connections=config.max_connections,
+                           max_connections_per_source=config.max_connections_per_source)
 
     def boot() -> tuple[WSGIApp, Callable[[], None]]:
         service = build_service(config)
