@@ -16,7 +16,7 @@ from devnet.client import DevnetClient
 from devnet.config import DevnetConfig
 from devnet.genesis import build_chain
 from devnet.server import serve
-from shared.errors import ChainError, ConfigError, FailoverError
+from shared.errors import ChainUnavailableError, ConfigError, FailoverError
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                         "%(message)s", stream=sys.stderr)
     try:
         return COMMANDS[args.command](args)
-    except ChainError as e:
+    except ChainUnavailableError as e:
         print(f"witness-devnet: cannot reach the devnet: {e}", file=sys.stderr)
         return 3
     except FailoverError as e:
