@@ -26,6 +26,7 @@ class NodeConfig:
     signing_key: PrivateKey
     up: bool
     api_port: int = 0  # the node's own JSON-RPC port; 0 = any free port
+    api_port_given: bool = False  # named in devnet.toml (else derived from devnet.port)
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class DevnetConfig:
                 raise ConfigError(f"port {api_port} is already taken", path=str(path),
                                   field=f"nodes[{i}].api_port")
             nodes.append(NodeConfig(name, _wif(nf, "signing_wif"), nf.bool("up", default=True),
-                                    api_port))
+                                    api_port, "api_port" in item))
         initial = f.str("witness.signing_node", default=nodes[0].name)
         if initial not in {n.name for n in nodes}:
             raise ConfigError(f"names no configured node: {initial!r}", path=str(path),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import logging
 import socket
 import struct
@@ -44,10 +45,13 @@ class NodeApi:
     """One producer node's JSON-RPC listener, opened while the node is up."""
 
     def __init__(self, name: str, host: str, port: int, access: ChainAccess, *,
-                 sync_timeout_s: float) -> None:
+                 sync_timeout_s: float, port_given: bool = True) -> None:
         self.name = name
         self.host = host
         self._port = port
+        # A port derived from devnet.port may fall back to a free one at first start;
+        # a port named in devnet.toml, or once bound, is kept or the start fails.
+        self._may_move = not port_given
         self._access = access
         self._live = Dispatcher(access, {}, sync_timeout_s=sync_timeout_s, node_name=name)
         self._faults = NodeFaults()
@@ -116,17 +120,32 @@ class NodeApi:
         with self._open_lock:
             if self._server is not None:
                 return
-            try:
-                server = _NodeHTTPServer(self, (self.host, self._port))
-            except OSError as e:
-                raise ConfigError(f"cannot listen on {self.host}:{self._port} for node "
-                                  f"{self.name}: {e.strerror}", field="nodes.api_port") from e
+            server = self._bind()
             self._port = int(server.server_address[1])
+            self._may_move = False
             thread = threading.Thread(target=server.serve_forever, args=(POLL_INTERVAL_S,),
                                       name=f"node-api-{self.name}", daemon=True)
             self._server, self._thread = server, thread
             thread.start()
         log.info("node %s API listening on %s", self.name, self.url)
+
+    def _bind(self) -> _NodeHTTPServer:
+        try:
+            return _NodeHTTPServer(self, (self.host, self._port))
+        except OSError as e:
+            if not (self._may_move and e.errno == errno.EADDRINUSE):
+                raise ConfigError(f"cannot listen on {self.host}:{self._port} for node "
+                                  f"{self.name}: {e.strerror}", field="nodes.api_port") from e
+        log.warning("node %s: default API port %s is in use; taking a free port (name "
+                    "api_port in devnet.toml to insist)", self.name, self._port)
+        return self._bind_any()
+
+    def _bind_any(self) -> _NodeHTTPServer:
+        try:
+            return _NodeHTTPServer(self, (self.host, 0))
+        except OSError as e:
+            raise ConfigError(f"cannot listen on {self.host} for node {self.name}: "
+                              f"{e.strerror}", field="nodes.api_port") from e
 
     def close(self) -> None:
         """Stop listening and shut every open connection: the port now refuses."""

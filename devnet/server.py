@@ -45,7 +45,8 @@ class Devnet:
         self._stop = threading.Event()
         self._rng = random.Random()  # noqa: S311 - fault timing, not a secret
         self.node_apis = {n.name: NodeApi(n.name, cfg.host, n.api_port, self.access,
-                                          sync_timeout_s=cfg.sync_broadcast_timeout_s)
+                                          sync_timeout_s=cfg.sync_broadcast_timeout_s,
+                                          port_given=n.api_port_given)
                           for n in cfg.nodes}
         control = {
             "devnet.status": self.status,

@@ -15,10 +15,13 @@ from typing import Any
 import pytest
 import requests
 from support.devnet_factory import devnet_config
+from support.port_span import free_port_span
 
+from devnet.config import DevnetConfig
 from devnet.genesis import build_chain
 from devnet.rpc import InvalidParamsError
 from devnet.server import Devnet, serve
+from shared.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -248,3 +251,43 @@ def test_bad_node_fault_params_change_nothing(devnet: Devnet, params: dict[str, 
         devnet.set_node_faults(params)
     assert all(n["faults"] == {"stuck": False, "slow_s": 0.0, "partition": [],
                                "partition_mode": "reset"} for n in devnet.status()["nodes"])
+
+
+def ported_config(base: int, *, given: bool) -> DevnetConfig:
+    """The chain on ``base``, node i's API on base+10+i, named in the file or derived."""
+    cfg = devnet_config()
+    nodes = tuple(replace(n, api_port=base + 10 + i, api_port_given=given)
+                  for i, n in enumerate(cfg.nodes))
+    return replace(cfg, port=base, nodes=nodes)
+
+
+def test_busy_default_port_falls_back_to_a_free_one() -> None:
+    """A derived node port already in use is replaced by a free port, shown in the status."""
+    base = free_port_span()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", base + 10))
+        squatter.listen()
+        cfg = ported_config(base, given=False)
+        dn, httpd = serve(cfg, build_chain(cfg))
+        try:
+            urls = [n["api_url"] for n in dn.status()["nodes"]]
+            assert urls[0] != f"http://127.0.0.1:{base + 10}/"
+            assert urls[1:] == [f"http://127.0.0.1:{base + 11}/", f"http://127.0.0.1:{base + 12}/"]
+            assert rpc(urls[0], "database_api.get_version")["node_name"] == "primary"
+        finally:
+            dn.stop()
+            httpd.server_close()
+
+
+def test_busy_named_port_stops_the_start_and_leaves_nothing_open() -> None:
+    """A node port named in devnet.toml and in use is a ConfigError; no listener stays."""
+    base = free_port_span()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", base + 11))
+        squatter.listen()
+        cfg = ported_config(base, given=True)
+        with pytest.raises(ConfigError, match="backup1"):
+            serve(cfg, build_chain(cfg))
+    for port in (base, base + 10):
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 from support.devnet_proc import RunningDevnet, console_script, running_devnet
+from support.port_span import free_port_span
 
 from devnet.client import DevnetClient
 from shared.errors import ChainDataError, ChainUnavailableError
@@ -58,8 +59,14 @@ def test_cli_status_and_node_commands(devnet: RunningDevnet) -> None:
     assert next(n for n in devnet.status()["nodes"] if n["name"] == "backup2")["up"]
 
 
-def test_node_apis_listen_at_port_base_plus_ten(devnet: RunningDevnet) -> None:
+def test_node_apis_listen_at_port_base_plus_ten(tmp_path: Path) -> None:
     """Node i's own API is on P+10+i (from devnet.toml) and names the node; stop refuses."""
+    with running_devnet(tmp_path / "drill", port_base=free_port_span()) as devnet:
+        check_node_apis(devnet)
+
+
+def check_node_apis(devnet: RunningDevnet) -> None:
+    """Each node's API is at P+10+i, answers as that node, and refuses once stopped."""
     nodes = devnet.status()["nodes"]
     assert [n["api_url"] for n in nodes] == [
         f"http://127.0.0.1:{devnet.port_base + 10 + i}/" for i in range(3)]

@@ -47,6 +47,7 @@ def test_explicit_api_port_wins() -> None:
     """``[[nodes]] api_port`` overrides the default of that node only."""
     cfg = load(raw_config(18000, backup1=19001))
     assert [n.api_port for n in cfg.nodes] == [18010, 19001, 18012]
+    assert [n.api_port_given for n in cfg.nodes] == [False, True, False]
     assert cfg.node_api_url("backup1") == "http://127.0.0.1:19001/"
 
 
