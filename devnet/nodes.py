@@ -73,11 +73,6 @@ class NodeApi:
         return f"http://{self.host}:{self._port}/"
 
     @property
-    def listening(self) -> bool:
-        """Whether the port accepts connections now."""
-        return self._server is not None
-
-    @property
     def faults(self) -> NodeFaults:
         """The node's current faults."""
         with self._state_lock:
@@ -98,13 +93,13 @@ class NodeApi:
     def set_faults(self, faults: NodeFaults) -> None:
         """Apply ``faults``; becoming stuck freezes the view at the current head.
 
-        The caller holds the chain lock, so the frozen head is the head the chain
-        had when the producer learned the node stopped producing.
+        The caller sets the chain's node ``stuck`` under the same (re-entrant) chain
+        lock, so the frozen head is the last head the node produced on.
         """
-        with self._state_lock:
+        # Lock order everywhere: the chain's, then this node's state.
+        with self._access.lock, self._state_lock:
             if faults.stuck and self._frozen is None:
-                with self._access.lock:
-                    frozen = ChainAccess(copy.deepcopy(self._access.chain))
+                frozen = ChainAccess(copy.deepcopy(self._access.chain))
                 self._frozen_access = frozen
                 self._frozen = Dispatcher(frozen, {}, sync_timeout_s=0.5, node_name=self.name)
             elif not faults.stuck:

@@ -131,7 +131,7 @@ def test_stopped_node_refuses_connections_and_restarts_on_the_same_port(
     t0 = time.monotonic()
     with pytest.raises(ConnectionRefusedError):
         rpc(url, "database_api.get_version")
-    assert time.monotonic() - t0 < 0.5
+    assert time.monotonic() - t0 < 1.0  # refused by the kernel, not a 5 s timeout
     with pytest.raises(requests.ConnectionError):
         session.post(url, json=dgp, timeout=5)
     assert head(node(devnet, "primary")["api_url"]) > 0  # the others still answer
@@ -164,19 +164,19 @@ def test_stuck_node_freezes_its_head_and_stops_producing(devnet: Devnet) -> None
 
 def test_slow_node_answers_after_the_delay(devnet: Devnet) -> None:
     """slow_s delays every answer of that node by about that long, and no other node."""
-    devnet.set_node_faults({"name": "backup2", "slow_s": 0.4})
+    devnet.set_node_faults({"name": "backup2", "slow_s": 0.6})
     t0 = time.monotonic()
     head(node(devnet, "backup2")["api_url"])
     slow = time.monotonic() - t0
     t0 = time.monotonic()
     head(node(devnet, "backup1")["api_url"])
     fast = time.monotonic() - t0
-    assert 0.4 <= slow < 1.5
-    assert fast < 0.3
+    assert 0.6 <= slow < 2.5
+    assert fast < 0.5
     devnet.set_node_faults({"name": "backup2", "slow_s": 0})
     t0 = time.monotonic()
     head(node(devnet, "backup2")["api_url"])
-    assert time.monotonic() - t0 < 0.3
+    assert time.monotonic() - t0 < 0.5
 
 
 def test_partition_resets_one_source_and_serves_another(devnet: Devnet) -> None:
