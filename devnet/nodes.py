@@ -1,8 +1,8 @@
 """Each producer node's own JSON-RPC API: its port, its view of the chain, its faults.
 
 A watcher or signer asks a producer node directly whether it is alive and in sync
-(DESIGN.md, "Producer-node health"). The devnet gives every node of the watched
-witness such an API on its own port:
+(docs/devnet.md, "Producer-node APIs and node faults"). The devnet gives every node
+of the watched witness such an API on its own port:
 
 - up and in sync: the node's head is the chain's head (it shares the chain);
 - stopped: the listening socket is closed and open connections are shut down, so
