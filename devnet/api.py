@@ -71,13 +71,14 @@ __all__ = [
 class ChainApi:
     """The condenser, database, block and broadcast APIs of one devnet node."""
 
-    def __init__(self, access: ChainAccess, *, sync_timeout_s: float) -> None:
+    def __init__(self, access: ChainAccess, *, sync_timeout_s: float,
+                 node_name: str | None = None) -> None:
         self._access = access
         self._sync_timeout_s = sync_timeout_s
         self.methods: dict[str, Method] = {}
         legacy_reads: dict[str, Callable[[Chain], object]] = {
             "get_config": lambda c: hived_config.get_config(c.profile, legacy=True),
-            "get_version": lambda c: render.version(c.profile),
+            "get_version": lambda c: render.version(c.profile, node_name=node_name),
             "get_dynamic_global_properties":
                 lambda c: render.dynamic_global_properties(c, legacy=True),
             "get_chain_properties": lambda c: render.chain_properties(c, legacy=True),
@@ -94,7 +95,7 @@ class ChainApi:
             self.methods[f"condenser_api.{name}"] = Method(self._no_args(read))
         appbase_reads: dict[str, Callable[[Chain], object]] = {
             "get_config": lambda c: hived_config.get_config(c.profile, legacy=False),
-            "get_version": lambda c: render.version(c.profile),
+            "get_version": lambda c: render.version(c.profile, node_name=node_name),
             "get_dynamic_global_properties":
                 lambda c: render.dynamic_global_properties(c, legacy=False),
             "get_witness_schedule": lambda c: render.witness_schedule(c, legacy=False),

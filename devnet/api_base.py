@@ -23,6 +23,7 @@ __all__ = [
     "QUERY_LIMIT",
     "SERVER_ERROR",
     "UINT32_MAX",
+    "ControlError",
     "Handler",
     "InvalidParamsError",
     "Method",
@@ -56,6 +57,10 @@ Handler = Callable[[object], object]
 
 class InvalidParamsError(FailoverError):
     """A method's params are unusable (JSON-RPC -32602); extra methods may raise it too."""
+
+
+class ControlError(InvalidParamsError):
+    """A devnet.* control call with bad params (becomes a JSON-RPC -32602)."""
 
 
 class RpcError(FailoverError):

@@ -38,11 +38,22 @@ ZERO_ID = "0" * 40
 
 @dataclass
 class Node:
-    """A producer process of the watched witness: a signing key, up or down."""
+    """A producer process of the watched witness: a signing key, up or down.
+
+    A ``stuck`` node runs but is out of sync (its head frozen). hived's witness
+    plugin does not produce on a node that is not synced (witness_plugin.cpp,
+    ``not_synced``), so a stuck node produces nothing, like a stopped one.
+    """
 
     name: str
     key: PrivateKey
     up: bool = True
+    stuck: bool = False
+
+    @property
+    def producing(self) -> bool:
+        """Whether this node signs blocks in its witness's slots."""
+        return self.up and not self.stuck
 
     @property
     def public_key(self) -> str:
@@ -130,8 +141,8 @@ class Chain:
     # ---- production -----------------------------------------------------
 
     def producers_for(self, signing_key: str) -> list[Node]:
-        """Up nodes that hold the private key of ``signing_key``."""
-        return [n for n in self.nodes.values() if n.up and n.public_key == signing_key]
+        """Producing (up, in sync) nodes that hold the private key of ``signing_key``."""
+        return [n for n in self.nodes.values() if n.producing and n.public_key == signing_key]
 
     def tick(self) -> Block | None:
         """Advance chain time by one slot; produce a block if its witness can.

@@ -12,6 +12,10 @@ from shared.config import Fields, load_toml
 from shared.errors import ConfigError
 
 ACCOUNT_NAME_MAX = 16
+# A node's own API listens on devnet.port + NODE_API_PORT_OFFSET + its index unless
+# the node names ``api_port``: P+1 is the signer, P+2 the watcher's metrics, P+3..P+9
+# stay free for other drill services.
+NODE_API_PORT_OFFSET = 10
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,8 @@ class NodeConfig:
     name: str
     signing_key: PrivateKey
     up: bool
+    api_port: int = 0  # the node's own JSON-RPC port; 0 = any free port
+    api_port_given: bool = False  # named in devnet.toml (else derived from devnet.port)
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,22 @@ class DevnetConfig:
     interest_rate: int
     prefill_blocks: int
 
+    def node_api_url(self, name: str) -> str:
+        """The configured URL of node ``name``'s own API (port 0 until it is bound).
+
+        Raises:
+            KeyError: no node is called ``name``.
+        """
+        node = next((n for n in self.nodes if n.name == name), None)
+        if node is None:
+            raise KeyError(name)
+        return f"http://{self.host}:{node.api_port}/"
+
+    @property
+    def node_api_urls(self) -> dict[str, str]:
+        """Every node's API URL by node name, in configuration order."""
+        return {n.name: self.node_api_url(n.name) for n in self.nodes}
+
     @classmethod
     def load(cls, path: Path) -> DevnetConfig:
         """Read and check ``path``.
@@ -69,6 +91,7 @@ class DevnetConfig:
             chain = profile(chain_name)
         except ConfigError as e:
             raise ConfigError(str(e), path=str(path), field="devnet.chain") from e
+        port = f.int("devnet.port", lo=0, hi=65535)
         nodes_raw = raw.get("nodes")
         if not isinstance(nodes_raw, list) or not nodes_raw:
             raise ConfigError("at least one [[nodes]] table is required", path=str(path),
@@ -82,7 +105,13 @@ class DevnetConfig:
             if any(n.name == name for n in nodes):
                 raise ConfigError(f"duplicate node name {name!r}", path=str(path),
                                   field=f"nodes[{i}].name")
-            nodes.append(NodeConfig(name, _wif(nf, "signing_wif"), nf.bool("up", default=True)))
+            default_port = port + NODE_API_PORT_OFFSET + i if port else 0
+            api_port = nf.int("api_port", default=default_port, lo=0, hi=65535)
+            if api_port and (api_port == port or any(n.api_port == api_port for n in nodes)):
+                raise ConfigError(f"port {api_port} is already taken", path=str(path),
+                                  field=f"nodes[{i}].api_port")
+            nodes.append(NodeConfig(name, _wif(nf, "signing_wif"), nf.bool("up", default=True),
+                                    api_port, "api_port" in item))
         initial = f.str("witness.signing_node", default=nodes[0].name)
         if initial not in {n.name for n in nodes}:
             raise ConfigError(f"names no configured node: {initial!r}", path=str(path),
@@ -93,7 +122,7 @@ class DevnetConfig:
             path=path,
             chain=chain,
             host=f.str("devnet.host", default="127.0.0.1"),
-            port=f.int("devnet.port", lo=0, hi=65535),
+            port=port,
             slot_seconds=f.float("devnet.slot_seconds", default=3.0, lo=0.02, hi=60.0),
             witness_count=f.int("devnet.witness_count", default=21, lo=1, hi=101),
             watched=watched,

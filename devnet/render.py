@@ -336,13 +336,20 @@ def hardfork_properties(chain: Chain) -> dict[str, Any]:
             "processed_hardforks": [genesis] * (version.last_hardfork + 1)}
 
 
-def version(profile: ChainProfile) -> dict[str, Any]:
-    """``get_version`` of a devnet node."""
+def version(profile: ChainProfile, *, node_name: str | None = None) -> dict[str, Any]:
+    """``get_version`` of a devnet node; a producer node's own API adds ``node_name``.
+
+    hived's answer has no node identity (its build hashes are the same on every
+    node of a release), so the devnet adds one string field a client may ignore.
+    """
     revision = "0" * 40
-    return renamed(profile, {
+    out = renamed(profile, {
         "blockchain_version": versions(profile).blockchain, "chain_id": profile.chain_id,
         "fc_revision": revision, "haf_revision": revision, "hive_revision": revision,
         "node_type": "mainnet"})
+    if node_name is not None:
+        out["node_name"] = node_name
+    return out
 
 
 # ---- blocks and transactions -----------------------------------------------------

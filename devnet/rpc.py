@@ -65,15 +65,16 @@ def rejected(e: TxRejectedError, method: str) -> RpcError:
 class Dispatcher:
     """Answers JSON-RPC request bodies against one chain.
 
+    ``node_name`` marks a producer node's own API (its ``get_version`` names it).
     ``extra_methods`` (e.g. ``devnet.status``) are called with the raw params
     and without the chain lock; they lock for themselves.
     """
 
     def __init__(self, access: ChainAccess, extra_methods: Mapping[str, ExtraMethod], *,
-                 sync_timeout_s: float = 30.0) -> None:
+                 sync_timeout_s: float = 30.0, node_name: str | None = None) -> None:
         self._access = access
         self._extra = dict(extra_methods)
-        self._api = api.ChainApi(access, sync_timeout_s=sync_timeout_s)
+        self._api = api.ChainApi(access, sync_timeout_s=sync_timeout_s, node_name=node_name)
         self._api.methods["jsonrpc.get_methods"] = api.Method(self._get_methods, locked=False)
         self._apis = {name.split(".", 1)[0] for name in [*self._api.methods, *self._extra]}
 

@@ -10,40 +10,26 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from devnet.access import ChainAccess
-from devnet.api import InvalidParamsError
+from devnet.api_base import SERVER_ERROR, ControlError, RpcError
 from devnet.chain import Chain
 from devnet.config import DevnetConfig
+from devnet.faults import Faults, lie, updated_endpoint_faults, updated_node_faults
+from devnet.nodes import NodeApi
 from devnet.rpc import Dispatcher
+from shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1 << 20
 ENDPOINT_RE = re.compile(r"^/(?:rpc/(\d{1,3}))?/?$")
-LIAR_MISSED_OFFSET = 100
 
 
-@dataclass(frozen=True)
-class Faults:
-    """What one virtual endpoint does wrong; all zero/false is a healthy node."""
-
-    latency_s: float = 0.0
-    error_rate: float = 0.0
-    timeout: bool = False
-    freeze_head: bool = False
-    wrong_data: bool = False
-
-
-FAULT_FIELDS = {"latency_s": float, "error_rate": float, "timeout": bool,
-                "freeze_head": bool, "wrong_data": bool}
-
-
-class ControlError(InvalidParamsError):
-    """A devnet.* control call with bad params (becomes a JSON-RPC -32602)."""
+__all__ = ["ControlError", "Devnet", "DevnetHTTPServer", "Faults", "serve"]
 
 
 class Devnet:
@@ -58,10 +44,15 @@ class Devnet:
         self._faults_lock = threading.Lock()
         self._stop = threading.Event()
         self._rng = random.Random()  # noqa: S311 - fault timing, not a secret
+        self.node_apis = {n.name: NodeApi(n.name, cfg.host, n.api_port, self.access,
+                                          sync_timeout_s=cfg.sync_broadcast_timeout_s,
+                                          port_given=n.api_port_given)
+                          for n in cfg.nodes}
         control = {
             "devnet.status": self.status,
             "devnet.stop_node": self.stop_node,
             "devnet.start_node": self.start_node,
+            "devnet.set_node_faults": self.set_node_faults,
             "devnet.set_faults": self.set_faults,
             "devnet.halt": self.halt,
             "devnet.resume": self.resume,
@@ -74,14 +65,31 @@ class Devnet:
     # ---- producer ---------------------------------------------------------
 
     def start(self) -> None:
-        """Start producing blocks every ``slot_seconds``."""
+        """Open the APIs of the nodes that are up, then produce every ``slot_seconds``.
+
+        Raises:
+            ConfigError: a node's API port cannot be bound (nothing is left open).
+        """
+        try:
+            for name, node_api in self.node_apis.items():
+                if self.access.chain.nodes[name].up:
+                    node_api.open()
+        except Exception:
+            self.close_node_apis()
+            raise
         self._producer.start()
 
     def stop(self) -> None:
-        """Stop producing; wakes any held (timed-out) requests."""
+        """Stop producing and close the node APIs; wakes any held (timed-out) requests."""
         self._stop.set()
         if self._producer.is_alive():
             self._producer.join(timeout=5)
+        self.close_node_apis()
+
+    def close_node_apis(self) -> None:
+        """Close every node's API listener."""
+        for node_api in self.node_apis.values():
+            node_api.close()
 
     def _produce_loop(self) -> None:
         deadline = time.monotonic()
@@ -121,7 +129,7 @@ class Devnet:
                     "last_aslot": w.last_aslot if w else 0,
                     "url": w.url if w else "",
                 },
-                "nodes": [{"name": n.name, "public_key": n.public_key, "up": n.up}
+                "nodes": [self._node_status(n.name, n.public_key, n.up)
                           for n in chain.nodes.values()],
                 "double_production": chain.double_production,
                 "watched_slots": {
@@ -133,6 +141,12 @@ class Devnet:
                 "endpoints": {e: asdict(f) for e, f in self._faults_snapshot().items()},
             }
 
+    def _node_status(self, name: str, public_key: str, up: bool) -> dict[str, Any]:
+        node_api = self.node_apis[name]
+        return {"name": name, "public_key": public_key, "up": up, "api_url": node_api.url,
+                "head_block_number": node_api.head_block_number(),
+                "faults": node_api.faults.as_json()}
+
     def _node_params(self, params: object) -> str:
         if not isinstance(params, Mapping) or not isinstance(params.get("name"), str):
             raise ControlError('params must be {"name": "<node>"}')
@@ -142,19 +156,37 @@ class Devnet:
         return str(name)
 
     def stop_node(self, params: object) -> dict[str, Any]:
-        """Take a producer node down (it stops signing blocks at once)."""
+        """Take a producer node down: it stops signing blocks and its API port refuses."""
         name = self._node_params(params)
         with self.access.lock:
             self.access.chain.nodes[name].up = False
+        self.node_apis[name].close()
         log.info("node %s stopped", name)
         return self.status()
 
     def start_node(self, params: object) -> dict[str, Any]:
-        """Bring a producer node back up."""
+        """Bring a producer node back up, its API on the same port; faults stay as set."""
         name = self._node_params(params)
+        try:
+            self.node_apis[name].open()
+        except ConfigError as e:
+            raise RpcError(SERVER_ERROR, f"node {name} cannot start: {e}") from e
         with self.access.lock:
             self.access.chain.nodes[name].up = True
         log.info("node %s started", name)
+        return self.status()
+
+    def set_node_faults(self, params: object) -> dict[str, Any]:
+        """Change one node's faults (stuck, slow_s, partition); omitted fields stay."""
+        name = self._node_params(params)
+        assert isinstance(params, Mapping)  # checked by _node_params
+        node_api = self.node_apis[name]
+        faults = updated_node_faults(node_api.faults, params)
+        with self.access.lock:
+            # One lock for both: the node stops producing at the head it froze at.
+            self.access.chain.nodes[name].stuck = faults.stuck
+            node_api.set_faults(faults)
+        log.info("node %s faults: %s", name, faults)
         return self.status()
 
     def halt(self, params: object = None) -> dict[str, Any]:
@@ -176,25 +208,8 @@ class Devnet:
         endpoint = params.get("endpoint")
         if endpoint not in self._faults:
             raise ControlError(f"unknown endpoint {endpoint!r}; have {self.endpoints}")
-        changes: dict[str, Any] = {}
-        for key, value in params.items():
-            if key == "endpoint":
-                continue
-            kind = FAULT_FIELDS.get(key)
-            if kind is None:
-                raise ControlError(f"unknown fault field {key!r}")
-            if kind is bool and not isinstance(value, bool):
-                raise ControlError(f"{key} must be true or false")
-            if kind is float:
-                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                    raise ControlError(f"{key} must be a number >= 0")
-                if key == "error_rate" and value > 1:
-                    raise ControlError("error_rate must be in [0, 1]")
-                changes[key] = float(value)
-            else:
-                changes[key] = value
         with self._faults_lock:
-            new = replace(self._faults[endpoint], **changes)
+            new = updated_endpoint_faults(self._faults[endpoint], params)
             self._faults[endpoint] = new
             if new.freeze_head and endpoint not in self._frozen:
                 self._frozen[endpoint] = self._snapshot_dispatcher()
@@ -229,32 +244,12 @@ class Devnet:
                 "code": -32003, "message": "Unable to acquire database lock"}}).encode()
         answer = dispatcher.handle(body)
         if faults.wrong_data and answer is not None:
-            answer = _lie(answer)
+            answer = lie(answer)
         return 200, answer
 
     def hang(self, limit_s: float) -> None:
         """Hold a timed-out request open until the client gives up or we stop."""
         self._stop.wait(limit_s)
-
-
-def _lie(answer: bytes) -> bytes:
-    """Make a lying node: witnesses appear to have missed many more blocks."""
-    try:
-        doc = json.loads(answer)
-    except ValueError:
-        return answer
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            out = {k: walk(v) for k, v in node.items()}
-            if isinstance(out.get("total_missed"), int):
-                out["total_missed"] += LIAR_MISSED_OFFSET
-            return out
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
-
-    return json.dumps(walk(doc)).encode()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -328,8 +323,19 @@ class DevnetHTTPServer(ThreadingHTTPServer):
 
 
 def serve(cfg: DevnetConfig, chain: Chain) -> tuple[Devnet, DevnetHTTPServer]:
-    """Bind the listener and start producing; the caller runs ``serve_forever``."""
+    """Bind the listeners (the chain's, each up node's) and start producing.
+
+    The caller runs ``serve_forever`` and, at the end, ``devnet.stop()``.
+
+    Raises:
+        ConfigError: a node's API port cannot be bound.
+        OSError: the chain's port cannot be bound.
+    """
     devnet = Devnet(cfg, chain)
     httpd = DevnetHTTPServer(devnet, cfg.host, cfg.port)
-    devnet.start()
+    try:
+        devnet.start()
+    except Exception:
+        httpd.server_close()
+        raise
     return devnet, httpd

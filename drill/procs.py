@@ -105,7 +105,12 @@ def _ephemeral_low() -> int:
         return 32768
 
 
-def free_port_base(span: int = 3, attempts: int = 200, *,
+# A drill uses P (chain), P+1 (signer), P+2 (watcher metrics) and P+10..P+12 (the
+# producer nodes' own APIs, devnet.config.NODE_API_PORT_OFFSET).
+DRILL_PORT_SPAN = 13
+
+
+def free_port_base(span: int = DRILL_PORT_SPAN, attempts: int = 200, *,
                    below_ephemeral: bool = False) -> int:
     """A port P such that P .. P+span-1 are free on 127.0.0.1 right now.
 

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from devnet.client import DevnetClient
-from drill.procs import console_script
+from drill.procs import console_script, free_port_base
 from drill.services import RunningDevnet, running_devnet
 from shared.errors import ChainDataError, ChainUnavailableError
 
@@ -59,9 +59,67 @@ def test_cli_status_and_node_commands(devnet: RunningDevnet) -> None:
     assert next(n for n in devnet.status()["nodes"] if n["name"] == "backup2")["up"]
 
 
+def test_node_apis_listen_at_port_base_plus_ten(tmp_path: Path) -> None:
+    """Node i's own API is on P+10+i (from devnet.toml) and names the node; stop refuses."""
+    base = free_port_base(below_ephemeral=True)
+    with running_devnet(tmp_path / "drill", port_base=base) as devnet:
+        check_node_apis(devnet)
+
+
+def check_node_apis(devnet: RunningDevnet) -> None:
+    """Each node's API is at P+10+i, answers as that node, and refuses once stopped."""
+    nodes = devnet.status()["nodes"]
+    assert [n["api_url"] for n in nodes] == [
+        f"http://127.0.0.1:{devnet.port_base + 10 + i}/" for i in range(3)]
+    for n in nodes:
+        client = DevnetClient(n["api_url"], timeout_s=5)
+        assert client.call("condenser_api.get_version", [])["node_name"] == n["name"]
+        assert client.call("database_api.get_dynamic_global_properties", {})[
+            "head_block_number"] >= n["head_block_number"]
+    devnet.client.call("devnet.stop_node", {"name": "backup2"})
+    with pytest.raises(ChainUnavailableError):
+        DevnetClient(nodes[2]["api_url"], timeout_s=5).call("database_api.get_version", {})
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run `witness-devnet ARGS`, capturing its output (exit status not checked)."""
+    return subprocess.run([console_script("witness-devnet"), *args], capture_output=True,
+                          text=True, timeout=30, check=False)
+
+
+def test_cli_node_fault(devnet: RunningDevnet) -> None:
+    """`node fault` sets, changes and clears a node's faults; a bare or misplaced one is refused."""
+    config = str(devnet.dir / "devnet.toml")
+
+    def faults() -> dict[str, object]:
+        entry = next(n for n in devnet.status()["nodes"] if n["name"] == "primary")
+        return dict(entry["faults"])
+
+    out = run_cli("node", "fault", "primary", "--slow", "0.3", "--partition", "127.0.0.3",
+                  "--config", config)
+    assert out.returncode == 0, out.stderr
+    assert "slow 0.3 s" in out.stdout
+    assert "partitioned from 127.0.0.3/32" in out.stdout
+    assert run_cli("node", "fault", "primary", "--stuck", "--config", config).returncode == 0
+    assert faults() == {"stuck": True, "slow_s": 0.3, "partition": ["127.0.0.3/32"],
+                        "partition_mode": "reset"}
+    assert run_cli("node", "fault", "primary", "--no-partition", "--no-stuck",
+                   "--config", config).returncode == 0
+    assert faults() == {"stuck": False, "slow_s": 0.3, "partition": [],
+                        "partition_mode": "reset"}
+    assert run_cli("node", "fault", "primary", "--clear", "--config", config).returncode == 0
+    assert faults() == {"stuck": False, "slow_s": 0.0, "partition": [],
+                        "partition_mode": "reset"}
+    for bad in (["node", "fault", "primary"], ["node", "stop", "primary", "--stuck"],
+                ["node", "fault", "primary", "--slow", "-1"],
+                ["node", "fault", "nobody", "--stuck"]):
+        refused = run_cli(*bad, "--config", config)
+        assert refused.returncode == 2, (bad, refused.stderr)
+    assert next(n for n in devnet.status()["nodes"] if n["name"] == "primary")["up"]
+
+
 def test_cli_reports_unreachable_devnet(tmp_path: Path) -> None:
     """`witness-devnet status` against a devnet that is not running fails clearly, exit 3."""
-    from drill.procs import free_port_base  # noqa: PLC0415
     from drill.services import init_dir  # noqa: PLC0415 - local helper
 
     init_dir(tmp_path / "d", port_base=free_port_base(), slot_seconds=0.1)

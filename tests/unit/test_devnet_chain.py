@@ -77,6 +77,35 @@ def test_stopped_node_misses_exactly_alice_slots() -> None:
     assert alice(chain)[0] - missed_before == slots
 
 
+def test_stuck_node_produces_nothing() -> None:
+    """A stuck (out-of-sync) primary is up but does not produce: alice misses her slots."""
+    chain = build_chain(make_config(), NOW)
+    missed_before, _ = alice(chain)
+    scheduled_before = chain.watched_scheduled
+    chain.nodes["primary"].stuck = True
+    for _ in range(21 * 2):
+        chain.tick()
+    run_until_block(chain)
+    assert chain.nodes["primary"].up
+    assert chain.watched_scheduled - scheduled_before >= 2
+    assert chain.watched_produced == scheduled_before
+    assert alice(chain)[0] - missed_before == chain.watched_scheduled - scheduled_before
+    chain.nodes["primary"].stuck = False
+    for _ in range(21 * 2):
+        chain.tick()
+    assert chain.watched_produced > scheduled_before
+
+
+def test_stuck_twin_is_no_double_production() -> None:
+    """Two nodes with one key, one of them stuck: a single producer, no hazard counted."""
+    chain = build_chain(make_config(shared_key=True), NOW)
+    chain.nodes["backup1"].stuck = True
+    for _ in range(21 * 2):
+        chain.tick()
+    assert chain.double_production == 0
+    assert chain.watched_produced == chain.watched_scheduled
+
+
 def test_key_change_hands_production_to_backup() -> None:
     """Pointing alice's key at backup1's key lets backup1 fill her slots, primary down."""
     chain = build_chain(make_config(), NOW)
