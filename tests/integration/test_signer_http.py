@@ -657,7 +657,7 @@ def test_crash_after_broadcast_reconciled_without_second_switch(devnet: RunningD
             client_keyid="watcher", idempotency_key="crash-test", body_sha256="0" * 64,
             witness="alice", failing_key=node_key(devnet, "primary"), target_key=None, now=now)
         store.transition(record.id, {"received"}, "approved", "auto", now, target_key=backup1)
-        tx = chain.build(chain.read_view(), backup1)
+        tx = chain.build(chain.read_witness(), backup1)
         assert store.begin_broadcast(record.id, tx_id=tx.tx_id, target_key=backup1,
                                      expiration=tx.expiration, now=now) == 1
         chain.broadcast(tx)

@@ -15,7 +15,7 @@ from devnet import codec, ops
 from shared.chaindata import DynamicProps, WitnessInfo
 from shared.chains import HIVE, NULL_KEY, STEEM, ChainProfile
 from shared.errors import ChainDataError, PolicyError
-from signer.chain import (
+from signer.txbuild import (
     Tapos,
     build_switch_operation,
     build_unsigned_transaction,
