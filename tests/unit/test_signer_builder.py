@@ -15,6 +15,7 @@ from devnet import codec, ops
 from shared.chaindata import DynamicProps, WitnessInfo
 from shared.chains import HIVE, NULL_KEY, STEEM, ChainProfile
 from shared.errors import ChainDataError, PolicyError
+from signer.ports import BuiltTransaction
 from signer.txbuild import (
     Tapos,
     build_switch_operation,
@@ -22,7 +23,6 @@ from signer.txbuild import (
     is_expired,
     tapos,
 )
-from signer.ports import BuiltTransaction
 
 
 def _pubkey(seed: str) -> str:
