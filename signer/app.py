@@ -31,6 +31,8 @@ from shared.rpc import HeadTracker, JsonRpcClient
 from signer.auth import Client
 from signer.config import SignerConfig, TwilioConfig
 from signer.executor import Executor
+from signer.failpoints import ENV_NAME as FAILPOINT_ENV
+from signer.failpoints import Failpoints
 from signer.keystore import Keystore, PassphraseSource, Secret, read_passphrase
 from signer.lifecycle import Lifecycle
 from signer.privatefile import read_private_file
@@ -201,7 +203,8 @@ def build_service(config: SignerConfig, *,
         lifecycle = Lifecycle(store)
         executor = Executor(lifecycle, chain, config.policy, notifier, clock,
                             quorum=config.quorum, confirm_timeout=config.confirm_timeout,
-                            max_attempts=options.max_attempts)
+                            max_attempts=options.max_attempts,
+                            failpoints=Failpoints(config.env_value(FAILPOINT_ENV)))
         service = SignerService(config, lifecycle, executor, Worker(executor, options.tick_s),
                                 clients=clients, response_key=response_key, notifier=notifier,
                                 clock=clock, options=options,

@@ -48,6 +48,7 @@ class Confirmer:
         last = attempts[-1] if attempts else None
         found = ex.chain.find_inclusion(last.tx_id if last else "", target)
         if found is not None:
+            ex.failpoints.hit("confirmation_seen")
             self._confirmed(record, found, now)
             return
         if last is not None and head.time < last.expiration:

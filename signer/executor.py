@@ -29,6 +29,7 @@ from shared.errors import (
 )
 from shared.notify import Notifier
 from signer.confirmation import Confirmer
+from signer.failpoints import Failpoints
 from signer.lifecycle import Lifecycle
 from signer.messages import pending_notice
 from signer.policy import (
@@ -93,8 +94,9 @@ class Executor:
 
     def __init__(self, lifecycle: Lifecycle, chain: ExecutionChain, policy: PolicyConfig,
                  notifier: Notifier, clock: Clock, *, quorum: int, confirm_timeout: timedelta,
-                 max_attempts: int = 3) -> None:
+                 max_attempts: int = 3, failpoints: Failpoints | None = None) -> None:
         self.lifecycle = lifecycle
+        self.failpoints = failpoints or Failpoints()
         self.chain = chain
         self.policy = policy
         self.quorum = quorum
@@ -203,13 +205,16 @@ class Executor:
                 nonce=fresh.nonce)
             if not created:
                 return Outcome(record)
+            self.failpoints.hit("request_stored")
             if isinstance(decision, Refuse):
                 self.refuse(record, decision, now)
+                self.failpoints.hit("decided")
                 return Outcome(self.lifecycle.get(record.id), new=True)
             target = decision.target_key if isinstance(decision, Switch) else None
             what = f"{view.signing_key} -> {target or 'the null key (disable)'}"
             plan = self.lifecycle.start_approval(record, self.policy, target=target, what=what,
                                                  now=now)
+            self.failpoints.hit("decided")
             if plan.mode != "auto":
                 notify_safely(self.notifier, "approval_needed",
                               pending_notice(self.policy.witness, record.id, what, plan))
@@ -256,17 +261,20 @@ class Executor:
         Raises:
             ChainDataError: the reading cannot be sent back unchanged (nothing written).
         """
+        self.failpoints.hit("approved")
         try:
             tx = self.chain.build(reading, target)
         except (KeystoreError, PolicyError) as e:
             self.fail(record, f"cannot build the transaction: {e}", now)
             return
+        self.failpoints.hit("signed")
         attempt = self.lifecycle.begin_broadcast(record, tx_id=tx.tx_id, target_key=target,
                                                  expiration=tx.expiration,
                                                  operation=tx.operation, now=now)
         if attempt is None:
             log.warning("request %s changed state before its broadcast; not sent", record.id)
             return
+        self.failpoints.hit("intent_logged")
         try:
             self.chain.broadcast(tx)
         except BroadcastError as e:
@@ -274,7 +282,9 @@ class Executor:
             self.lifecycle.broadcast_result(record, attempt, f"error: {e}"[:500])
             log.warning("request %s attempt %d: %s", record.id, attempt, e)
             return
+        self.failpoints.hit("broadcast_sent")
         self.lifecycle.broadcast_result(record, attempt, "sent")
+        self.failpoints.hit("broadcast_recorded")
         log.info("request %s attempt %d: sent tx %s -> %s", record.id, attempt, tx.tx_id, target)
 
     # ---- a broadcast request: confirm ------------------------------------------------------
