@@ -3,7 +3,9 @@
 Off unless ``WITNESS_SIGNER_FAILPOINT`` names a point (read through
 :meth:`signer.config.SignerConfig.env_value`, handed down by :mod:`signer.app`).
 SIGKILL, not an exception: nothing runs after it — no ``finally``, no atexit, no
-flush — which is what a power cut or an OOM kill does to the signer (T7).
+flush — which is what a power cut or an OOM kill does to the signer (T7). The
+whole process group is killed: gunicorn's master would otherwise fork a new
+worker at once, which is a restart, not a crash.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class Failpoints:
             log.warning("fail point %s is armed: the signer will kill itself there", armed)
 
     def hit(self, point: str) -> None:
-        """Kill this process with SIGKILL if ``point`` is the armed one; else nothing."""
+        """SIGKILL this process group if ``point`` is the armed one; else nothing."""
         if point == self.armed:
             log.critical("fail point %s reached: killing the signer", point)
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.killpg(os.getpgid(0), signal.SIGKILL)

@@ -28,7 +28,11 @@ def test_off_by_default(armed: str | None) -> None:
 
 
 def test_armed_point_kills_only_there() -> None:
-    """The process passes the other points and dies by SIGKILL at the armed one."""
+    """The process passes the other points and dies by SIGKILL at the armed one.
+
+    Its own session: the fail point kills the whole process group, as a crash of the
+    signer (gunicorn master and worker) would.
+    """
     script = ("from signer.failpoints import Failpoints\n"
               "p = Failpoints('intent_logged')\n"
               "p.hit('signed')\n"
@@ -36,6 +40,6 @@ def test_armed_point_kills_only_there() -> None:
               "p.hit('intent_logged')\n"
               "print('survived')\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60, check=False)
+                          timeout=60, check=False, start_new_session=True)
     assert done.returncode == -signal.SIGKILL
     assert done.stdout == "passed signed\n"
