@@ -3,16 +3,19 @@
 Read top to bottom, this is the state machine (the SQL triggers in
 :mod:`signer.schema` repeat it so nothing else can rewrite history)::
 
-    received ──refuse──▶ refused
-        │  └──hold────▶ pending ──deny──▶ denied
-        │                  │  └──expire──▶ expired
-        └──approve──▶ approved ◀──verdict / veto window──┘
-                         │  └──refuse (re-decided at execution)──▶ refused
-                         ▼
-                     broadcast ──(retry: broadcast again)
-                         │  └──fail / refuse at retry──▶ failed
-                         ▼
-                     confirmed
+    received ──refuse────────────────────────────────▶ refused
+        │  ├──hold──▶ pending ──deny───────────────▶ denied
+        │  │             ├──expire─────────────────▶ expired
+        │  │             └──verdict / veto window──┐
+        │  └──approve (auto) ──────────────────────┴▶ approved
+        │                                               │  └──refuse (re-decided)──▶ refused
+        │                                               ▼
+        │                                           broadcast ◀─┐ retry after expiry
+        │                                               ├───────┘
+        │                                               ├──refuse at retry / fail──▶ failed
+        │                                               ▼
+        │                                           confirmed
+        └──fail (crash before a decision; approved and broadcast can fail too)──▶ failed
 
 Every write of a request's state goes through :class:`Lifecycle`; the worker,
 the service and the ``witness-signer`` CLI ask it, none of them calls
@@ -57,6 +60,7 @@ __all__ = [
     "Swept",
     "approval_of",
     "http_status",
+    "is_final",
     "refusal_detail",
     "refusal_rule",
 ]
@@ -166,9 +170,12 @@ class Lifecycle:
         return self.get(request_id)
 
     def _moved(self, request_id: str, from_states: set[str], to_state: str, detail: str,
-               now: datetime, **fields: object) -> bool:
+               now: datetime, *, decided_by: str | None = None, target_key: str | None = None,
+               approve_by: datetime | None = None, execute_at: datetime | None = None,
+               rule: str | None = None) -> bool:
         moved = self.store.transition(request_id, from_states, to_state, detail, now,
-                                      **fields)  # type: ignore[arg-type]
+                                      decided_by=decided_by, target_key=target_key,
+                                      approve_by=approve_by, execute_at=execute_at, rule=rule)
         if moved:
             self._wake()
         return moved

@@ -245,9 +245,8 @@ class Store:
         return self._requests("state IN (SELECT value FROM json_each(?))",
                               json.dumps(sorted(states)))
 
-    def open_request(self, states: Iterable[str] = ("pending", "approved", "broadcast")
-                     ) -> RequestRecord | None:
-        """Return the oldest request in one of the open ``states``, or None."""
+    def open_request(self, states: Iterable[str]) -> RequestRecord | None:
+        """Return the oldest request in one of ``states`` (the lifecycle's open ones), or None."""
         return next(iter(self.requests_in_state(*states)), None)
 
     def _requests(self, where: str, *params: object) -> list[RequestRecord]:

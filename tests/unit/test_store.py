@@ -31,6 +31,7 @@ PRIMARY = "STM6PrimaryNodeKeyForTestsOnly111111111111111111111"
 BACKUP1 = "STM7Backup1NodeKeyForTestsOnly111111111111111111111"
 MIN = timedelta(minutes=1)
 JOIN_S = 10
+OPEN = ("pending", "approved", "broadcast")
 
 
 def open_store(directory: Path) -> Store:
@@ -406,13 +407,13 @@ def test_version_1_database_is_migrated_with_its_rules(tmp_path: Path) -> None:
 def test_queries_by_state(store: Store) -> None:
     """requests_in_state and open_request answer from the state, oldest first."""
     first = new_request(store)
-    assert store.open_request() is None
+    assert store.open_request(OPEN) is None
     assert store.transition(first.id, {"received"}, "approved", "auto", NOW)
     second = new_request(store, key="watcher:n2")
     assert {r.id for r in store.requests_in_state("received", "approved")} == {
         first.id, second.id}
     assert [r.id for r in store.requests_in_state("received")] == [second.id]
-    open_one = store.open_request()
+    open_one = store.open_request(OPEN)
     assert open_one is not None
     assert open_one.id == first.id
 
