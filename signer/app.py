@@ -2,8 +2,15 @@
 
 The only place the signer's real collaborators are built: the keystore
 (decrypted once), the client keys and the signer's response key, the SQLite
-store, the chain adapter and the notifier. Everything refuses unsafe file
-modes, and a second signer on the same state directory is refused (T7).
+store and the request lifecycle over it, the chain adapter, the notifier, and
+the executor and its worker thread, which the service is handed. Everything
+refuses unsafe file modes, and a second signer on the same state directory is
+refused (T7).
+
+What loads where: :mod:`signer.keystore` (imported here) loads beem's key
+classes (``beemgraphenebase``); the transaction serialiser (``beembase``) comes
+with :mod:`signer.chain`, imported when the service is built. Twilio loads only
+when SMS is configured.
 """
 
 from __future__ import annotations
@@ -21,11 +28,17 @@ from shared.errors import ConfigError, KeystoreError
 from shared.httpsig import load_private_key, load_public_key
 from shared.notify import LogNotifier, NonBlockingNotifier, Notifier, RateLimitedNotifier
 from shared.rpc import HeadTracker, JsonRpcClient
+from signer.auth import Client
 from signer.config import SignerConfig, TwilioConfig
+from signer.executor import Executor
+from signer.failpoints import ENV_NAME as FAILPOINT_ENV
+from signer.failpoints import Failpoints
 from signer.keystore import Keystore, PassphraseSource, Secret, read_passphrase
+from signer.lifecycle import Lifecycle
 from signer.privatefile import read_private_file
-from signer.service import Client, ServiceOptions, SignerService
+from signer.service import ServiceOptions, SignerService
 from signer.store import Store
+from signer.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +163,8 @@ def build_service(config: SignerConfig, *,
                   passphrase_sources: Sequence[PassphraseSource] | None = None,
                   clock: Clock | None = None, notifier: Notifier | None = None,
                   options: ServiceOptions | None = None) -> SignerService:
-    """Open the keystore, keys, store, chain and notifier; return the (unstarted) service.
+    """Open the keystore, keys, store, chain and notifier, build the executor and worker;
+    return the (unstarted) service.
 
     Raises:
         KeystoreError: wrong passphrase, unsafe keystore, or no key usable for the key mode.
@@ -171,7 +185,9 @@ def build_service(config: SignerConfig, *,
         stack.callback(_lock_state_dir(config.state_dir))  # released after the store closed
         store = open_store(config, clock)
         stack.callback(store.close)
-        from signer.chain import RpcSignerChain  # noqa: PLC0415 - beem loads only here
+        # beembase (the serialiser) loads with the chain adapter, not with the CLI's
+        # state-only commands, which import this module too.
+        from signer.chain import RpcSignerChain  # noqa: PLC0415
 
         chain = RpcSignerChain(JsonRpcClient(config.rpc_nodes, timeout_s=config.rpc_timeout_s),
                                keystore, profile=config.chain, witness=config.policy.witness,
@@ -182,8 +198,15 @@ def build_service(config: SignerConfig, *,
         if notifier is None and config.twilio is not None:
             notifier, close_sms = _twilio(config, config.twilio, clock)
             closers.append(close_sms)
-        service = SignerService(config, store, chain, clients=clients,
-                                response_key=response_key, notifier=notifier or LogNotifier(),
+        notifier = notifier or LogNotifier()
+        options = options or ServiceOptions()
+        lifecycle = Lifecycle(store)
+        executor = Executor(lifecycle, chain, config.policy, notifier, clock,
+                            quorum=config.quorum, confirm_timeout=config.confirm_timeout,
+                            max_attempts=options.max_attempts,
+                            failpoints=Failpoints(config.env_value(FAILPOINT_ENV)))
+        service = SignerService(config, lifecycle, executor, Worker(executor, options.tick_s),
+                                clients=clients, response_key=response_key, notifier=notifier,
                                 clock=clock, options=options,
                                 closing=[*closers, stack.pop_all().close])
         log.info("signer built for %s (%s mode, %s approval, %d client(s))",

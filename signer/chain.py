@@ -1,12 +1,12 @@
 """The signer's chain adapter: read the witness, build, sign, broadcast and confirm a key change.
 
 Building is pure and lives in :mod:`signer.txbuild` (re-exported here:
-:func:`build_switch_operation`, :func:`tapos`, :func:`build_unsigned_transaction`,
-:func:`is_expired`); :class:`RpcSignerChain` is the I/O shell over
+:func:`build_switch_operation`, :func:`tapos`, :func:`is_expired`);
+:class:`RpcSignerChain` is the I/O shell over
 :class:`shared.rpc.JsonRpcClient`. beem serves only as a serialiser, never its
 network classes (they keep a settings database under ``$HOME`` and default the
-chain id to zeros). beem exceptions raised by the signed transaction are
-translated here, ``from e``.
+chain id to zeros). No beem object reaches this module: :mod:`signer.txbuild` and
+:mod:`signer.keystore` translate beem's errors and return our own values.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 
 from shared.chaindata import DynamicProps, WitnessInfo, parse_dgpo
@@ -35,7 +34,7 @@ from shared.errors import (
 from shared.rpc import HeadTracker, JsonRpcClient, NodeReading, RpcRejectedError
 from signer.keystore import Keystore
 from signer.policy import ChainView, KeyMode
-from signer.ports import BuiltTransaction, Inclusion
+from signer.ports import BuiltTransaction, Inclusion, WitnessReading
 from signer.txbuild import (
     MAX_URL_BYTES,
     MIN_BLOCK_SIZE,
@@ -44,8 +43,8 @@ from signer.txbuild import (
     Tapos,
     build_switch_operation,
     build_switch_operation_from,
-    build_unsigned_transaction,
     is_expired,
+    sign_switch,
     tapos,
 )
 
@@ -57,7 +56,6 @@ __all__ = [
     "Tapos",
     "WitnessReading",
     "build_switch_operation",
-    "build_unsigned_transaction",
     "is_expired",
     "tapos",
 ]
@@ -66,15 +64,6 @@ log = logging.getLogger(__name__)
 
 READ_ATTEMPTS = 3  # reads that straddle a block disagree; a liar keeps disagreeing
 READ_RETRY_S = 0.3
-
-
-@dataclass(frozen=True)
-class WitnessReading:
-    """The agreed reading behind a :class:`ChainView`: the raw witness and its head."""
-
-    view: ChainView
-    witness: WitnessInfo
-    head: DynamicProps
 
 
 class RpcSignerChain:
@@ -175,15 +164,17 @@ class RpcSignerChain:
                 raise ChainDataError(f"RPC nodes disagree about {self._witness}: {seen}")
             time.sleep(READ_RETRY_S)
         agreeing = [r for r in fresh if _agreement_key(r.witness) == best]
-        head = max((r.props for r in agreeing), key=lambda p: p.head_block_number)
+        newest = max((r.props for r in agreeing), key=lambda p: p.head_block_number)
+        # TaPoS refers to a block every agreeing node already has, whichever one takes it.
+        common = min((r.props for r in agreeing), key=lambda p: p.head_block_number)
         w = agreeing[0].witness
-        view = ChainView(head_block_num=head.head_block_number, signing_key=w.signing_key,
+        view = ChainView(head_block_num=newest.head_block_number, signing_key=w.signing_key,
                          total_missed=w.total_missed, url=w.url, props=dict(w.props),
                          nodes_agreeing=count)
-        return WitnessReading(view=view, witness=w, head=head)
+        return WitnessReading(view=view, witness=w, head=common)
 
     def read_view(self) -> ChainView:
-        """The :class:`ChainView` of :meth:`read_witness` (same errors)."""
+        """The :class:`ChainView` of :meth:`read_witness` (same errors); for reads, not builds."""
         return self.read_witness().view
 
     def head(self) -> DynamicProps:
@@ -207,15 +198,15 @@ class RpcSignerChain:
                 return head
         raise ChainUnavailableError("no fresh RPC node gave its head block")
 
-    def build(self, view: ChainView | WitnessReading | WitnessInfo,
-              target_key: str) -> BuiltTransaction:
-        """Build and sign the key change to ``target_key`` with fresh TaPoS.
+    def build(self, reading: WitnessReading, target_key: str) -> BuiltTransaction:
+        """Build and sign the key change to ``target_key`` from one reading; no chain read.
 
-        Url, props and the current key come from ``view`` (the chain), never from config.
+        Url, props and the current key come from ``reading.witness`` and TaPoS from
+        ``reading.head``: the transaction says what the decision was made on. A
+        fresh reading (at execution time) gives fresh TaPoS; nothing is reused.
 
         Raises:
             ChainDataError: the chain id was not checked, or the chain's data is unusable.
-            ChainUnavailableError: TaPoS could not be read.
             PolicyError: the target is refused in this mode, or another witness.
             KeystoreError: no key for the mode.
         """
@@ -223,26 +214,18 @@ class RpcSignerChain:
             checked = self._chain_checked
         if not checked:  # SECURITY: T6 — nothing is signed before the chain id is known
             raise ChainDataError("chain id not verified: call check_chain_id() before signing")
-        source = view.witness if isinstance(view, WitnessReading) else view
-        owner = source.owner if isinstance(source, WitnessInfo) else self._witness
-        if owner != self._witness:
-            raise PolicyError(f"this signer serves {self._witness!r}, not {owner!r}")
-        op_name, op_dict = build_switch_operation_from(self._mode, owner, source, target_key,
-                                                       self._profile)
-        fields = tapos(self.head(), self._lifetime)  # fresh every call, never reused
-        tx = build_unsigned_transaction(op_name, op_dict, fields)
+        source = reading.witness
+        if source.owner != self._witness:
+            raise PolicyError(f"this signer serves {self._witness!r}, not {source.owner!r}")
+        op_name, op_dict = build_switch_operation_from(self._mode, source.owner, source,
+                                                       target_key, self._profile)
+        fields = tapos(reading.head, self._lifetime)
         signer = source.signing_key if self._mode == "signing" else self._active_key()
-        self._keystore.sign_transaction(tx, signer, self._profile.chain_id)
-        try:
-            tx_id = str(tx.id)  # sha256 of the packed unsigned tx, first 20 bytes (hived)
-            tx_json = json.loads(json.dumps(tx.json()))
-        except Exception as e:  # beem raises bare exceptions while serialising
-            raise ChainDataError(f"cannot serialise the signed tx: {type(e).__name__}") from e
-        log.info("built %s for %s -> %s: tx %s, expires %s", op_name, owner, target_key, tx_id,
-                 fields.expiration.strftime(TIME_FORMAT))
-        return BuiltTransaction(tx_id=tx_id, target_key=target_key,
-                                expiration=fields.expiration, operation=op_name,
-                                tx_json=tx_json)
+        tx = sign_switch(op_name, op_dict, fields, target_key=target_key,
+                         signer=self._keystore, pubkey=signer, chain_id=self._profile.chain_id)
+        log.info("built %s for %s -> %s: tx %s, expires %s", op_name, source.owner, target_key,
+                 tx.tx_id, fields.expiration.strftime(TIME_FORMAT))
+        return tx
 
     def _active_key(self) -> str:
         keys = self._keystore.public_keys("active")

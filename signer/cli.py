@@ -25,10 +25,12 @@ from typing import Any
 from shared.errors import ChainError, ConfigError, FailoverError
 from shared.rpc import JsonRpcClient
 from signer.app import open_store
-from signer.approvals import approve_request, deny_request, describe_request
 from signer.cli_keys import cmd_dry_run, cmd_keygen, cmd_keystore, key_name
 from signer.config import SignerConfig, environment_help
 from signer.initconfig import write_signer_init
+from signer.lifecycle import Lifecycle
+from signer.messages import checked_note, describe_request
+from signer.policy import Verdict
 from signer.serving import serve_signer
 from signer.store import RequestRecord
 
@@ -186,9 +188,11 @@ def _actor(args: argparse.Namespace) -> str:
 
 
 def cmd_verdict(config: SignerConfig, args: argparse.Namespace) -> int:
-    verdict = approve_request if args.command == "approve" else deny_request
+    verdict: Verdict = "approve" if args.command == "approve" else "deny"
+    note = checked_note(args.note)  # before any change: the audit line must not be refused
     with open_store(config) as store:
-        record = verdict(store, args.request_id, _actor(args), datetime.now(UTC), args.note)
+        record = Lifecycle(store).verdict(args.request_id, _actor(args), datetime.now(UTC),
+                                          verdict=verdict, note=note)
     then = ("the running signer re-checks the chain and executes it"
             if record.state == "approved" else "it will not be executed")
     print(f"request {record.id} {record.state} by {record.decided_by}; {then}")

@@ -98,7 +98,9 @@ def _import(config: SignerConfig, store: Keystore, secret: Secret, role: Role) -
     pubkey = store.add(wif, role)  # in memory only until the authority check passes
     account: dict[str, Any] = {}
     if role == "active":
-        from signer.dryrun import read_account  # noqa: PLC0415 - beem loads only here
+        # The dry run module brings beembase (transactions) and the chain adapter;
+        # beem's key classes are already loaded with signer.keystore.
+        from signer.dryrun import read_account  # noqa: PLC0415
 
         account = read_account(JsonRpcClient(config.rpc_nodes, timeout_s=config.rpc_timeout_s),
                                config.chain, config.policy.witness)
@@ -122,7 +124,9 @@ def _stored_history(config: SignerConfig, now: datetime) -> History | None:
 
 def cmd_dry_run(config: SignerConfig, args: argparse.Namespace) -> int:
     """Build, sign and verify the next switch's transaction; print it; never broadcast."""
-    from signer.dryrun import dry_run, render_text  # noqa: PLC0415 - beem loads only here
+    # beembase (the transaction serialiser) loads with the dry run, not with the
+    # other commands; signer.keystore above has already loaded beem's key classes.
+    from signer.dryrun import dry_run, render_text  # noqa: PLC0415
 
     clock = SystemClock()
     history = _stored_history(config, clock.now())

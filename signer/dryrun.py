@@ -113,7 +113,8 @@ def dry_run(config: SignerConfig, keystore: Keystore, *, history: History | None
                            tracker=HeadTracker(config.stale_after),
                            tx_expiration=config.tx_expiration, clock=clock)
     chain.check_chain_id()  # SECURITY: T6 — before anything is read or signed
-    view = chain.read_view()
+    reading = chain.read_witness()  # one read: the decision and the build both use it
+    view = reading.view
     name, detail, target = _describe(pick_target(view, history, config.policy, clock.now(),
                                                 quorum=config.quorum))
     names = {k.public_key: k.name for k in config.node_keys}
@@ -125,7 +126,7 @@ def dry_run(config: SignerConfig, keystore: Keystore, *, history: History | None
                           view=view, decision=name, detail=detail, target_key=target)
     if target is None:
         return report
-    tx = chain.build(view, target)  # what the worker's _send would broadcast, same call
+    tx = chain.build(reading, target)  # what the worker would broadcast, same call
     tx_id, recovered = recover_signers(tx.tx_json, config.chain.chain_id)
     if tx_id != tx.tx_id:
         raise ChainDataError(f"the JSON of tx {tx.tx_id} packs to another id, {tx_id}")

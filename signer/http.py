@@ -23,7 +23,7 @@ from shared.errors import (
     RequestInvalidError,
 )
 from shared.httpsig import Headers, HttpMessage
-from signer.approvals import RequestNotFoundError
+from signer.lifecycle import RequestNotFoundError
 from signer.service import Answer, Authenticated, RouteForbiddenError, SignerService
 
 log = logging.getLogger(__name__)

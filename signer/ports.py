@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from shared.chaindata import DynamicProps, WitnessInfo
 from signer.policy import ChainView
 
 
@@ -25,6 +26,19 @@ class BuiltTransaction:
 
 
 @dataclass(frozen=True)
+class WitnessReading:
+    """One agreed read of the chain: the policy's view, the raw witness and the head.
+
+    A decision is made on ``view`` and its transaction is built from the same
+    reading: url and props from ``witness``, TaPoS from ``head``.
+    """
+
+    view: ChainView
+    witness: WitnessInfo
+    head: DynamicProps  # the newest block every agreeing node has: TaPoS refers to it
+
+
+@dataclass(frozen=True)
 class Inclusion:
     """Where a transaction landed, as re-read from the chain."""
 
@@ -36,13 +50,17 @@ class Inclusion:
 class SignerChain(Protocol):
     """Everything the signer does with the chain, over its own RPC node(s)."""
 
-    def read_view(self) -> ChainView:
-        """Read the witness from the configured nodes, applying quorum and stale checks.
+    def read_witness(self) -> WitnessReading:
+        """Read the witness and head from the configured nodes, with quorum and stale checks.
 
         Raises:
             ChainUnavailableError: too few fresh nodes answered (never act).
             ChainDataError: the nodes disagree or say something impossible.
         """
+        ...
+
+    def read_view(self) -> ChainView:
+        """The view of :meth:`read_witness` (same errors)."""
         ...
 
     def check_chain_id(self) -> None:
@@ -54,13 +72,14 @@ class SignerChain(Protocol):
         """
         ...
 
-    def build(self, view: ChainView, target_key: str) -> BuiltTransaction:
-        """Build and sign the key change to ``target_key`` with fresh TaPoS.
+    def build(self, reading: WitnessReading, target_key: str) -> BuiltTransaction:
+        """Build and sign the key change to ``target_key`` from ``reading``; no chain read.
 
-        Url and props are taken from ``view`` (the chain), never from config.
+        Url, props and TaPoS come from ``reading`` (the chain), never from config.
 
         Raises:
-            ChainError: TaPoS could not be read.
+            ChainDataError: the chain id was not checked, or the reading cannot be sent back.
+            PolicyError: the target is refused in this mode.
             KeystoreError: no key for the mode.
         """
         ...

@@ -37,6 +37,7 @@ class RequestRecord:
     approve_by: datetime | None
     execute_at: datetime | None
     decided_by: str | None
+    rule: str | None = None  # the policy rule of a refusal (signer.policy.Refuse.rule)
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,14 @@ __all__ = [
     "AppendOnlyError",
     "IllegalTransitionError",
     "StoreError",
+    "migrate",
     "translate",
     "ts",
 ]
 
-SCHEMA_VERSION = 1
+# Version 2 added ``requests.rule``: the policy rule that refused a request, typed,
+# so the HTTP status never has to be parsed back out of ``detail``.
+SCHEMA_VERSION = 2
 STATES = frozenset({"received", "pending", "approved", "broadcast", "confirmed", "failed",
                     "refused", "expired", "denied"})
 FINAL_STATES = frozenset({"confirmed", "failed", "refused", "expired", "denied"})
@@ -45,6 +48,10 @@ _APPEND_ONLY = "".join(
     f"BEGIN SELECT RAISE(ABORT, 'append-only: {table}'); END;\n"
     for table in ("audit", "switches", "requests") for verb in ("UPDATE", "DELETE")
     if (table, verb) != ("requests", "UPDATE"))
+_FINAL_TRIGGER = (
+    "CREATE TRIGGER IF NOT EXISTS requests_final BEFORE UPDATE ON requests "
+    f"WHEN OLD.state IN ({_FINAL_LIST}) "
+    "BEGIN SELECT RAISE(ABORT, 'illegal: request is final'); END;")
 # The triggers repeat the rules in SQL so that the CLI, a bug or a hand-run
 # sqlite3 shell cannot rewrite history either.
 SCHEMA = f"""
@@ -60,10 +67,9 @@ CREATE TABLE IF NOT EXISTS requests (id TEXT PRIMARY KEY, client_keyid TEXT NOT 
   idempotency_key TEXT NOT NULL UNIQUE, body_sha256 TEXT NOT NULL, witness TEXT NOT NULL,
   failing_key TEXT NOT NULL, target_key TEXT, state TEXT NOT NULL CHECK (state IN ({_STATE_LIST})),
   detail TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-  approve_by TEXT, execute_at TEXT, decided_by TEXT);
+  approve_by TEXT, execute_at TEXT, decided_by TEXT, rule TEXT);
 CREATE INDEX IF NOT EXISTS requests_state ON requests (state);
-CREATE TRIGGER IF NOT EXISTS requests_final BEFORE UPDATE ON requests
-  WHEN OLD.state IN ({_FINAL_LIST}) BEGIN SELECT RAISE(ABORT, 'illegal: request is final'); END;
+{_FINAL_TRIGGER}
 CREATE TRIGGER IF NOT EXISTS requests_transition BEFORE UPDATE OF state ON requests
   WHEN NOT EXISTS (SELECT 1 FROM transitions WHERE from_state = OLD.state AND to_state = NEW.state)
   BEGIN SELECT RAISE(ABORT, 'illegal: state transition'); END;
@@ -104,6 +110,25 @@ def ts(when: datetime) -> str:
     if when.tzinfo is None:
         raise StoreError("naive datetime: the store keeps UTC timestamps only")
     return when.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def migrate(conn: sqlite3.Connection, version: int) -> int:
+    """Bring a database of an older ``version`` up to :data:`SCHEMA_VERSION`; return the new one.
+
+    Runs inside the caller's transaction. Unknown (newer) versions are left alone:
+    the store refuses them.
+    """
+    if version == 1:
+        # The final-state trigger forbids any UPDATE of a refused row: lift it for the
+        # one-time backfill of the rule from the old "[rule] reason" detail, then restore.
+        conn.execute("DROP TRIGGER IF EXISTS requests_final")
+        conn.execute("ALTER TABLE requests ADD COLUMN rule TEXT")
+        conn.execute("UPDATE requests SET rule = substr(detail, 2, instr(detail, ']') - 2) "
+                     "WHERE state = 'refused' AND detail LIKE '[%] %'")
+        conn.execute(_FINAL_TRIGGER)
+        conn.execute("UPDATE schema_version SET version = 2")
+        version = 2
+    return version
 
 
 def translate(e: sqlite3.Error) -> StoreError:

@@ -45,6 +45,7 @@ from signer.schema import (
     AppendOnlyError,
     IllegalTransitionError,
     StoreError,
+    migrate,
     translate,
     ts,
 )
@@ -131,8 +132,14 @@ class Store:
             mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
-            version = self._conn.execute("SELECT version FROM schema_version").fetchone()[0]
+            self._conn.executescript(f"BEGIN IMMEDIATE;{SCHEMA}")
+            try:
+                found = self._conn.execute("SELECT version FROM schema_version").fetchone()[0]
+                version = migrate(self._conn, found)
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the state database {db_path}: {e}") from e
         if mode != "wal" or version != SCHEMA_VERSION:
@@ -224,7 +231,23 @@ class Store:
 
     def list_pending(self) -> list[RequestRecord]:
         """Return the requests waiting for approval, oldest first."""
-        return self._requests("state = 'pending'")
+        return self.requests_in_state("pending")
+
+    def requests_in_state(self, *states: str) -> list[RequestRecord]:
+        """Return the requests in any of ``states``, oldest first.
+
+        Raises:
+            StoreError: a name is not a request state.
+        """
+        unknown = set(states) - STATES
+        if unknown:
+            raise StoreError(f"not request states: {sorted(unknown)}")
+        return self._requests("state IN (SELECT value FROM json_each(?))",
+                              json.dumps(sorted(states)))
+
+    def open_request(self, states: Iterable[str]) -> RequestRecord | None:
+        """Return the oldest request in one of ``states`` (the lifecycle's open ones), or None."""
+        return next(iter(self.requests_in_state(*states)), None)
 
     def _requests(self, where: str, *params: object) -> list[RequestRecord]:
         rows = self._rows(f"SELECT * FROM requests WHERE {where} "  # noqa: S608 -- callers pass constants
@@ -234,10 +257,11 @@ class Store:
     def transition(self, request_id: str, from_states: Iterable[str], to_state: str,
                    detail: str, now: datetime, *, decided_by: str | None = None,
                    target_key: str | None = None, approve_by: datetime | None = None,
-                   execute_at: datetime | None = None) -> bool:
+                   execute_at: datetime | None = None, rule: str | None = None) -> bool:
         """Move the request to ``to_state`` if it is in ``from_states``; True if it moved.
 
-        Fields given as None keep their stored value.
+        Fields given as None keep their stored value. Only :mod:`signer.lifecycle`
+        calls this (tests may, to stage a crash).
 
         Raises:
             IllegalTransitionError: some ``from_states`` -> ``to_state`` is not allowed.
@@ -250,10 +274,11 @@ class Store:
             cursor = conn.execute(
                 "UPDATE requests SET state = ?, detail = ?, updated_at = ?, "
                 "decided_by = COALESCE(?, decided_by), target_key = COALESCE(?, target_key), "
-                "approve_by = COALESCE(?, approve_by), execute_at = COALESCE(?, execute_at) "
+                "approve_by = COALESCE(?, approve_by), execute_at = COALESCE(?, execute_at), "
+                "rule = COALESCE(?, rule) "
                 "WHERE id = ? AND state IN (SELECT value FROM json_each(?))",
                 (to_state, detail, ts(now), decided_by, target_key,
-                 approve_by and ts(approve_by), execute_at and ts(execute_at),
+                 approve_by and ts(approve_by), execute_at and ts(execute_at), rule,
                  request_id, json.dumps(sources)))
             return cursor.rowcount == 1
 
@@ -288,7 +313,7 @@ class Store:
         return [Unresolved(request, tuple(from_row(BroadcastAttempt, a) for a in self._rows(
                     "SELECT * FROM broadcasts WHERE request_id = ? ORDER BY attempt",
                     (request.id,))))
-                for request in self._requests("state = 'broadcast'")]
+                for request in self.requests_in_state("broadcast")]
 
     def confirm_switch(self, request_id: str, *, from_key: str, to_key: str, tx_id: str,
                        block_num: int, armed: Armed, now: datetime, detail: str = "") -> bool:

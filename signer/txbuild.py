@@ -2,18 +2,23 @@
 
 Values in, values out: no sockets, no clock, no keys (:mod:`signer.keystore` signs,
 :mod:`signer.chain` reads the chain and broadcasts). beem serves only as a
-serialiser; every beem exception is translated here, ``from e``.
+serialiser; every beem exception is translated here, ``from e``. beem's
+transaction object stays between this module and the keystore:
+:func:`sign_switch` returns our own :class:`BuiltTransaction`.
+:func:`build_unsigned_transaction` returns beem's object for the keystore's and
+the byte-level tests only.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from beembase import operations as beem_operations
 from beembase.objects import Operation
@@ -36,6 +41,7 @@ __all__ = [
     "build_switch_operation_from",
     "build_unsigned_transaction",
     "is_expired",
+    "sign_switch",
     "tapos",
 ]
 
@@ -211,6 +217,33 @@ def build_unsigned_transaction(op_name: str, op_dict: Mapping[str, Any],
     if op_name == "witness_update" and sent != dict(op_dict):
         raise ChainDataError("beem's JSON of witness_update differs from the values given")
     return tx
+
+
+class TransactionSigner(Protocol):
+    """What signs beem's transaction in place: :class:`signer.keystore.Keystore`."""
+
+    def sign_transaction(self, tx: Signed_Transaction, pubkey: str, chain_id: str) -> None:
+        """Sign ``tx`` in place with the key of ``pubkey`` for ``chain_id``."""
+        ...
+
+
+def sign_switch(op_name: str, op_dict: Mapping[str, Any], fields: Tapos, *, target_key: str,
+                signer: TransactionSigner, pubkey: str, chain_id: str) -> BuiltTransaction:
+    """Build the transaction, have ``signer`` sign it with ``pubkey``; return our own value.
+
+    Raises:
+        ChainDataError: beem cannot serialise the operation or the signed transaction.
+        KeystoreError: the key is not held, or signing failed.
+    """
+    tx = build_unsigned_transaction(op_name, op_dict, fields)
+    signer.sign_transaction(tx, pubkey, chain_id)
+    try:
+        tx_id = str(tx.id)  # sha256 of the packed unsigned tx, first 20 bytes (hived)
+        tx_json = json.loads(json.dumps(tx.json()))
+    except Exception as e:  # beem raises bare exceptions while serialising
+        raise ChainDataError(f"cannot serialise the signed tx: {type(e).__name__}") from e
+    return BuiltTransaction(tx_id=tx_id, target_key=target_key, expiration=fields.expiration,
+                            operation=op_name, tx_json=tx_json)
 
 
 def is_expired(tx: BuiltTransaction, head: DynamicProps) -> bool:

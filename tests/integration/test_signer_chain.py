@@ -11,13 +11,15 @@ import pytest
 
 from drill.procs import free_port_base
 from drill.services import RunningDevnet, running_devnet
-from shared.chaindata import parse_witness
+from shared.chaindata import parse_dgpo, parse_witness
 from shared.chains import PROFILES
 from shared.clock import Clock, SystemClock
 from shared.errors import BroadcastError, ChainDataError, ChainUnavailableError
 from shared.rpc import HeadTracker, JsonRpcClient
 from signer.chain import RpcSignerChain, is_expired
 from signer.keystore import MEMLIMIT_MIN, OPSLIMIT_MIN, Keystore, Secret, create_keystore
+from signer.policy import ChainView
+from signer.ports import WitnessReading
 
 CHAINS = [pytest.param("hive", id="hive"), pytest.param("steem", id="steem")]
 MODES = [pytest.param("active", id="active"), pytest.param("signing", id="signing")]
@@ -79,6 +81,16 @@ def witness_json(devnet: RunningDevnet) -> dict[str, Any]:
     return result
 
 
+def raw_reading(devnet: RunningDevnet) -> WitnessReading:
+    """A reading taken straight from the devnet, past every check the adapter makes."""
+    witness = parse_witness(witness_json(devnet), "alice")
+    head = parse_dgpo(devnet.client.call("condenser_api.get_dynamic_global_properties", []))
+    view = ChainView(head_block_num=head.head_block_number, signing_key=witness.signing_key,
+                     total_missed=witness.total_missed, url=witness.url,
+                     props=dict(witness.props))
+    return WitnessReading(view=view, witness=witness, head=head)
+
+
 @pytest.fixture(params=CHAINS)
 def devnet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningDevnet]:
     """A fresh fast devnet of the parametrised chain."""
@@ -116,7 +128,7 @@ def test_chain_id_check_fails_on_the_other_chain(tmp_path: Path, served: str,
         with pytest.raises(ChainDataError):
             chain.check_chain_id()
         with pytest.raises(ChainDataError):
-            chain.build(parse_witness(witness_json(d), "alice"), node_key(d, "backup1"))
+            chain.build(raw_reading(d), node_key(d, "backup1"))
         with pytest.raises(ChainDataError):
             chain.read_view()
 
@@ -125,9 +137,9 @@ def test_build_refuses_before_the_chain_id_check(hive_devnet: RunningDevnet,
                                                  tmp_path: Path) -> None:
     """Nothing is signed until check_chain_id() has passed."""
     chain = adapter(hive_devnet, keystore(tmp_path, hive_devnet, "active"), chain="hive")
-    view = chain.read_view()
+    reading = chain.read_witness()
     with pytest.raises(ChainDataError):
-        chain.build(view, node_key(hive_devnet, "backup1"))
+        chain.build(reading, node_key(hive_devnet, "backup1"))
 
 
 def test_chain_id_check_with_no_node_is_unavailable(hive_devnet: RunningDevnet,
@@ -182,13 +194,12 @@ def test_switch_lands_and_keeps_url_and_props(devnet: RunningDevnet, tmp_path: P
 
 
 def test_each_build_takes_fresh_tapos(hive_devnet: RunningDevnet, tmp_path: Path) -> None:
-    """Two builds a few blocks apart reference different head blocks and have different ids."""
+    """Builds from two readings a few blocks apart reference different head blocks and ids."""
     chain = adapter(hive_devnet, keystore(tmp_path, hive_devnet, "active"), chain="hive")
     chain.check_chain_id()
-    view = chain.read_view()
-    first = chain.build(view, node_key(hive_devnet, "backup1"))
+    first = chain.build(chain.read_witness(), node_key(hive_devnet, "backup1"))
     hive_devnet.wait_blocks(2)
-    second = chain.build(view, node_key(hive_devnet, "backup1"))
+    second = chain.build(chain.read_witness(), node_key(hive_devnet, "backup1"))
     assert first.tx_json["ref_block_num"] != second.tx_json["ref_block_num"]
     assert first.tx_id != second.tx_id
     assert second.expiration > first.expiration
@@ -200,7 +211,7 @@ def test_expired_transaction_is_not_included(hive_devnet: RunningDevnet, tmp_pat
                     tx_expiration_s=3)
     chain.check_chain_id()
     target = node_key(hive_devnet, "backup1")
-    tx = chain.build(chain.read_view(), target)
+    tx = chain.build(chain.read_witness(), target)
     hive_devnet.wait_blocks(3)
 
     assert is_expired(tx, chain.head())
@@ -219,7 +230,7 @@ def test_rejected_transaction_raises_with_the_nodes_message(hive_devnet: Running
     store.add(hive_devnet.node_wif("backup2"), "active")  # not alice's active key
     chain = adapter(hive_devnet, store, chain="hive")
     chain.check_chain_id()
-    tx = chain.build(chain.read_view(), node_key(hive_devnet, "backup1"))
+    tx = chain.build(chain.read_witness(), node_key(hive_devnet, "backup1"))
     with pytest.raises(BroadcastError, match="authority"):
         chain.broadcast(tx)
     hive_devnet.wait_blocks(2)
@@ -232,7 +243,7 @@ def test_broadcast_with_no_node_reachable_fails(hive_devnet: RunningDevnet,
     store = keystore(tmp_path, hive_devnet, "active")
     chain = adapter(hive_devnet, store, chain="hive")
     chain.check_chain_id()
-    tx = chain.build(chain.read_view(), node_key(hive_devnet, "backup1"))
+    tx = chain.build(chain.read_witness(), node_key(hive_devnet, "backup1"))
     dead = JsonRpcClient([f"http://127.0.0.1:{free_port_base(span=1)}/"], timeout_s=2)
     offline = RpcSignerChain(dead, store, profile=PROFILES["hive"], witness="alice",
                              key_mode="active", quorum=1,
@@ -300,7 +311,7 @@ def test_timeout_on_a_halted_chain_is_not_expiry(hive_devnet: RunningDevnet,
                     tx_expiration_s=3600)
     chain.check_chain_id()
     target = node_key(hive_devnet, "backup1")
-    tx = chain.build(chain.read_view(), target)
+    tx = chain.build(chain.read_witness(), target)
     hive_devnet.client.call("devnet.halt", {})
     chain.broadcast(tx)
 

@@ -28,6 +28,7 @@ from werkzeug.serving import make_server
 from devnet.keys import PrivateKey
 from drill.fake_twilio import FakeTwilio
 from drill.services import RunningDevnet, running_devnet
+from shared.chaindata import DynamicProps
 from shared.errors import ConfigError, KeystoreError
 from shared.httpsig import (
     Ed25519PublicKey,
@@ -42,9 +43,11 @@ from shared.httpsig import (
     verify_response,
 )
 from signer.app import build_service
+from signer.chain import RpcSignerChain
 from signer.config import SignerConfig, TwilioConfig
 from signer.http import create_app
 from signer.keystore import PassphraseSource
+from signer.ports import BuiltTransaction, WitnessReading
 from signer.service import ServiceOptions, SignerService
 
 JSON = "application/json"
@@ -657,7 +660,7 @@ def test_crash_after_broadcast_reconciled_without_second_switch(devnet: RunningD
             client_keyid="watcher", idempotency_key="crash-test", body_sha256="0" * 64,
             witness="alice", failing_key=node_key(devnet, "primary"), target_key=None, now=now)
         store.transition(record.id, {"received"}, "approved", "auto", now, target_key=backup1)
-        tx = chain.build(chain.read_view(), backup1)
+        tx = chain.build(chain.read_witness(), backup1)
         assert store.begin_broadcast(record.id, tx_id=tx.tx_id, target_key=backup1,
                                      expiration=tx.expiration, now=now) == 1
         chain.broadcast(tx)
@@ -669,3 +672,37 @@ def test_crash_after_broadcast_reconciled_without_second_switch(devnet: RunningD
         assert done["tx_id"] == tx.tx_id
         assert (restarted.count("switches"), restarted.count("broadcasts")) == (1, 1)
         assert witness_json(devnet)["signing_key"] == backup1
+
+
+def test_auto_failover_reads_the_chain_once_before_broadcasting(
+        devnet: RunningDevnet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One reading feeds the decision and the build: no second read, no head read for TaPoS."""
+    reads: list[str] = []
+    at_broadcast: list[int] = []
+    read_witness, head, broadcast = (RpcSignerChain.read_witness, RpcSignerChain.head,
+                                     RpcSignerChain.broadcast)
+
+    def counted_read(chain: RpcSignerChain) -> WitnessReading:
+        reads.append("read_witness")
+        return read_witness(chain)
+
+    def counted_head(chain: RpcSignerChain) -> DynamicProps:
+        reads.append("head")
+        return head(chain)
+
+    def noted_broadcast(chain: RpcSignerChain, tx: BuiltTransaction) -> None:
+        at_broadcast.append(len(reads))
+        broadcast(chain, tx)
+
+    monkeypatch.setattr(RpcSignerChain, "read_witness", counted_read)
+    monkeypatch.setattr(RpcSignerChain, "head", counted_head)
+    monkeypatch.setattr(RpcSignerChain, "broadcast", noted_broadcast)
+    with running_signer(devnet, tmp_path / "state", min_missed=2) as signer:
+        crash_primary(devnet, signer)
+        reads.clear()
+        answer = call(signer, "POST", "/v1/failover", ask(devnet))
+        assert answer.status_code == 200
+        assert at_broadcast
+        assert reads[:at_broadcast[0]] == ["read_witness"]
+        wait_state(signer, answer.json()["request_id"], "confirmed")
+        assert (signer.count("switches"), signer.count("broadcasts")) == (1, 1)

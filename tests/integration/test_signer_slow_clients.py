@@ -26,10 +26,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from support.devnet_proc import console_script, running_devnet
-from support.ports import free_port_base
-from support.services import Service, running_signer, start_process
 
+from drill.procs import console_script, free_port_base, start_process
+from drill.services import Service, running_devnet, running_signer
 from shared.httpsig import (
     Headers,
     HttpResponse,

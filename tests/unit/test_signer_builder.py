@@ -15,14 +15,14 @@ from devnet import codec, ops
 from shared.chaindata import DynamicProps, WitnessInfo
 from shared.chains import HIVE, NULL_KEY, STEEM, ChainProfile
 from shared.errors import ChainDataError, PolicyError
-from signer.chain import (
+from signer.ports import BuiltTransaction
+from signer.txbuild import (
     Tapos,
     build_switch_operation,
     build_unsigned_transaction,
     is_expired,
     tapos,
 )
-from signer.ports import BuiltTransaction
 
 
 def _pubkey(seed: str) -> str:

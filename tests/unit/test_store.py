@@ -31,6 +31,7 @@ PRIMARY = "STM6PrimaryNodeKeyForTestsOnly111111111111111111111"
 BACKUP1 = "STM7Backup1NodeKeyForTestsOnly111111111111111111111"
 MIN = timedelta(minutes=1)
 JOIN_S = 10
+OPEN = ("pending", "approved", "broadcast")
 
 
 def open_store(directory: Path) -> Store:
@@ -377,3 +378,47 @@ def test_naive_datetime_refused(store: Store) -> None:
     """Timestamps without a time zone are refused."""
     with pytest.raises(StoreError):
         store.set_armed(Armed(10, PRIMARY, datetime(2024, 6, 1), 0))
+
+
+def test_version_1_database_is_migrated_with_its_rules(tmp_path: Path) -> None:
+    """A schema-1 database opens as schema 2; old refusals get their rule from the detail."""
+    with open_store(tmp_path) as store:
+        refused = new_request(store)
+        assert store.transition(refused.id, {"received"}, "refused",
+                                "[cooldown] cooling down", NOW)
+        other = new_request(store, key="watcher:n2")
+        assert store.transition(other.id, {"received"}, "refused", "no prefix here", NOW)
+    raw = sqlite3.connect(tmp_path / "signer.sqlite3")
+    with raw:  # what version 1 looked like: no rule column
+        raw.execute("DROP TRIGGER requests_final")
+        raw.execute("ALTER TABLE requests DROP COLUMN rule")
+        raw.execute("UPDATE schema_version SET version = 1")
+    raw.close()
+    with open_store(tmp_path) as store:
+        assert {r.id: r.rule for r in store.requests_in_state("refused")} == {
+            refused.id: "cooldown", other.id: None}
+    raw = sqlite3.connect(tmp_path / "signer.sqlite3")
+    assert raw.execute("SELECT version FROM schema_version").fetchone()[0] == 2
+    with pytest.raises(sqlite3.DatabaseError, match="final"):  # the trigger is back
+        raw.execute("UPDATE requests SET rule = 'x' WHERE id = ?", (refused.id,))
+    raw.close()
+
+
+def test_queries_by_state(store: Store) -> None:
+    """requests_in_state and open_request answer from the state, oldest first."""
+    first = new_request(store)
+    assert store.open_request(OPEN) is None
+    assert store.transition(first.id, {"received"}, "approved", "auto", NOW)
+    second = new_request(store, key="watcher:n2")
+    assert {r.id for r in store.requests_in_state("received", "approved")} == {
+        first.id, second.id}
+    assert [r.id for r in store.requests_in_state("received")] == [second.id]
+    open_one = store.open_request(OPEN)
+    assert open_one is not None
+    assert open_one.id == first.id
+
+
+def test_unknown_state_query_refused(store: Store) -> None:
+    """Asking for a state the machine does not have is a StoreError, not an empty answer."""
+    with pytest.raises(StoreError):
+        store.requests_in_state("done")

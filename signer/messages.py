@@ -1,0 +1,204 @@
+"""What clients send and what they get back: the failover and verdict bodies, the answers.
+
+The body schema is applied only to bytes whose signature already verified.
+Pure apart from :func:`describe_request`, which reads the store. The request's
+states and their HTTP statuses belong to :mod:`signer.lifecycle`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NoReturn
+
+from shared.errors import RequestInvalidError
+from signer.lifecycle import http_status, refusal_detail, refusal_rule
+from signer.policy import Approval, Decision, FailoverAsk, Refuse, Switch
+from signer.store import RequestRecord, Store
+
+log = logging.getLogger(__name__)
+
+
+# --- the request body -------------------------------------------------------------------
+
+_FIELDS = frozenset({"witness", "failing_key", "observed_total_missed", "reason", "target_key",
+                     "dry_run", "request_id"})
+_REQUIRED = ("witness", "failing_key", "observed_total_missed", "reason")
+_ACCOUNT = re.compile(r"[a-z][a-z0-9.-]{2,15}")
+_PUBLIC_KEY = re.compile(r"STM[1-9A-HJ-NP-Za-km-z]{30,60}")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+# SECURITY: T8 — the audit store refuses WIF-like text; refuse it here, as bad input (422).
+_WIF_LIKE = re.compile(r"5[HJK][1-9A-HJ-NP-Za-km-z]{49}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_REASON_MAX = 200
+_MAX_INT = 2**63 - 1
+
+
+def _invalid(message: str) -> NoReturn:
+    raise RequestInvalidError(message, status=422)
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        # SECURITY: parsers disagree on which duplicate wins; refuse the ambiguity.
+        _invalid("duplicate field")
+    return doc
+
+
+def _no_constant(name: str) -> NoReturn:
+    _invalid(f"{name} is not JSON")
+
+
+def parse_json_object(body: bytes) -> dict[str, object]:
+    """Parse a verified body as one strict JSON object (UTF-8, no duplicates, no NaN).
+
+    Raises:
+        RequestInvalidError: not such an object (422).
+    """
+    try:
+        doc = json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates,
+                         parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise RequestInvalidError("the body is not one valid JSON document", status=422) from e
+    if not isinstance(doc, dict):
+        _invalid("the body must be a JSON object")
+    return doc
+
+
+def _text(doc: dict[str, object], name: str, pattern: re.Pattern[str]) -> str:
+    value = doc.get(name)
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        _invalid(f"{name} is missing or malformed")
+    return value
+
+
+@dataclass(frozen=True)
+class FailoverRequest:
+    """A schema-checked failover body: the policy's question plus the idempotency data."""
+
+    ask: FailoverAsk
+    request_id: str | None
+    digest: str  # sha-256 of the canonical body: a retried request_id must match it
+
+    def idempotency_key(self, keyid: str, nonce: str) -> str:
+        """The client's ``request_id`` if given, else the (single-use) nonce, per keyid."""
+        if self.request_id is not None:
+            return f"rid:{keyid}:{self.request_id}"
+        return f"nonce:{keyid}:{nonce}"
+
+
+def parse_failover(body: bytes) -> FailoverRequest:
+    """Check a verified ``POST /v1/failover`` body against the schema; unknown fields refused.
+
+    Raises:
+        RequestInvalidError: any schema violation (422).
+    """
+    doc = parse_json_object(body)
+    unknown = sorted(set(doc) - _FIELDS)
+    if unknown:
+        _invalid(f"unknown field {unknown[0][:40]!r}")
+    missing = [name for name in _REQUIRED if name not in doc]
+    if missing:
+        _invalid(f"missing field {missing[0]!r}")
+    witness = _text(doc, "witness", _ACCOUNT)
+    failing_key = _text(doc, "failing_key", _PUBLIC_KEY)
+    missed = doc["observed_total_missed"]
+    if isinstance(missed, bool) or not isinstance(missed, int) or not 0 <= missed <= _MAX_INT:
+        _invalid("observed_total_missed must be an integer >= 0")
+    reason = doc["reason"]
+    if not isinstance(reason, str) or len(reason) > _REASON_MAX or _CONTROL.search(reason):
+        _invalid(f"reason must be a string of at most {_REASON_MAX} printable characters")
+    if _WIF_LIKE.search(reason):
+        _invalid("reason looks like it contains a private key")
+    target = None if doc.get("target_key") is None else _text(doc, "target_key", _PUBLIC_KEY)
+    dry_run = doc.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        _invalid("dry_run must be true or false")
+    request_id = None if doc.get("request_id") is None else _text(doc, "request_id",
+                                                                 _REQUEST_ID)
+    ask = FailoverAsk(witness, failing_key, missed, reason, target, dry_run)
+    canonical = json.dumps({**doc, "dry_run": dry_run, "target_key": target}, sort_keys=True)
+    return FailoverRequest(ask, request_id, hashlib.sha256(canonical.encode()).hexdigest())
+
+
+def parse_verdict(body: bytes) -> str:
+    """The optional operator note of an approve/deny body: empty, or ``{"note": "..."}``.
+
+    Raises:
+        RequestInvalidError: anything else (422).
+    """
+    if not body.strip():
+        return ""
+    doc = parse_json_object(body)
+    if set(doc) - {"note"}:
+        _invalid("only a note may accompany a verdict")
+    return checked_note(doc.get("note", ""))
+
+
+def checked_note(note: object) -> str:
+    """``note`` if it is a short printable string holding nothing like a key.
+
+    Raises:
+        RequestInvalidError: anything else (422).
+    """
+    if not isinstance(note, str) or len(note) > _REASON_MAX or _CONTROL.search(note) or (
+            _WIF_LIKE.search(note)):
+        _invalid(f"note must be a string of at most {_REASON_MAX} printable characters")
+    return note
+
+
+# --- answers ---------------------------------------------------------------------------
+
+
+def describe_request(store: Store, record: RequestRecord) -> dict[str, object]:
+    """The JSON answer describing one request (ids, state, key, tx, deadlines, detail)."""
+    body: dict[str, object] = {
+        "request_id": record.id, "state": record.state, "target_key": record.target_key,
+        "failing_key": record.failing_key, "tx_id": None, "block_num": None,
+        "created_at": record.created_at.isoformat(), "updated_at": record.updated_at.isoformat(),
+    }
+    for name, value in (("approve_by", record.approve_by), ("execute_at", record.execute_at),
+                        ("decided_by", record.decided_by), ("detail", record.detail)):
+        if value:
+            body[name] = value.isoformat() if isinstance(value, datetime) else value
+    if record.state == "confirmed":
+        for switch in store.switches(record.created_at):
+            if switch.request_id == record.id:
+                body.update(tx_id=switch.tx_id, block_num=switch.block_num)
+    elif record.state == "broadcast":
+        for item in store.unresolved_broadcasts():
+            if item.request.id == record.id and item.attempts:
+                body["tx_id"] = item.attempts[-1].tx_id
+    return body
+
+
+def pending_notice(witness: str, request_id: str, what: str, plan: Approval) -> str:
+    """The text telling an operator that a request waits for a verdict, and until when."""
+    when = (f"approve before {plan.expires_at:%H:%M:%S}Z" if plan.mode == "manual"
+            else f"executes at {plan.execute_at:%H:%M:%S}Z unless denied")
+    return (f"{witness}: failover {what} needs an operator: request {request_id}, {when} "
+            "(witness-signer approve/deny)")
+
+
+def dry_run_answer(decision: Decision, ask: FailoverAsk, approval: str
+                   ) -> tuple[int, dict[str, object]]:
+    """The (status, body) of a dry run: what a real request would get, nothing stored.
+
+    A refusal keeps its status (409/429/403); a would-be switch or disable is 200.
+    """
+    body: dict[str, object] = {"request_id": None, "state": "dry_run", "dry_run": True,
+                               "approval": approval, "failing_key": ask.failing_key,
+                               "target_key": None}
+    if isinstance(decision, Refuse):
+        body.update(decision="refuse", detail=refusal_detail(decision))
+        return http_status("refused", refusal_rule(decision)), body
+    if isinstance(decision, Switch):
+        body.update(decision="switch", target_key=decision.target_key, detail=decision.reason)
+    else:
+        body.update(decision="disable", detail=decision.reason)
+    return 200, body
