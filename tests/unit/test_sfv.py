@@ -120,6 +120,10 @@ def test_field_length_limit() -> None:
                  id="inner-item-params"),
     pytest.param("  a=1 ,\tb=2  ", {"a": Item(1), "b": Item(2)}, id="outer-whitespace"),
     pytest.param("*a.b-c_d=1", {"*a.b-c_d": Item(1)}, id="key-alphabet"),
+    pytest.param("a=1,b=2", {"a": Item(1), "b": Item(2)}, id="no-space-after-comma"),
+    pytest.param("a=tokX", {"a": Item(Token("tokX"))}, id="trailing-capital-kept"),
+    pytest.param("a=(Xy Z)", {"a": InnerList((Item(Token("Xy")), Item(Token("Z"))))},
+                 id="capital-tokens-in-inner-list"),
 ])
 def test_accepted_values(text: str, expected: dict[str, Member]) -> None:
     """Each well-formed dictionary parses to exactly these members, in order."""
@@ -152,6 +156,9 @@ def test_accepted_values(text: str, expected: dict[str, Member]) -> None:
     pytest.param("a=1;P=1", id="uppercase-parameter"),
     pytest.param("a=\u00e9", id="non-ascii"),
     pytest.param("\ta=1", id="leading-tab"),
+    pytest.param("a=1X", id="junk-after-integer"),
+    pytest.param("a=1,Xb=2", id="uppercase-key-after-comma"),
+    pytest.param("a=1;Xp=1", id="uppercase-parameter-key"),
 ])
 def test_malformed_values_raise_auth_error(text: str) -> None:
     """Every malformed dictionary raises AuthError itself (a parse error, not a duplicate)."""
