@@ -43,10 +43,12 @@ from shared.httpsig_base import (
     Item,
     Token,
     check_content_digest,
+    check_params,
     component_value,
     content_digest,
     parse_component_id,
     parse_dictionary,
+    select_signature,
     serialize_bare,
     serialize_member,
     signature_base,
@@ -229,6 +231,8 @@ def test_derived_and_field_component_values(component: str, expected: str) -> No
     pytest.param("http://h:8080", "@query", "?", id="absent-query-is-question-mark"),
     pytest.param("http://h:8080", "@authority", "h:8080", id="non-default-port-kept"),
     pytest.param("http://[::1]:80/x", "@authority", "[::1]", id="ipv6-default-port-dropped"),
+    pytest.param("http://h:080/x", "@authority", "h", id="zero-padded-default-port-dropped"),
+    pytest.param("http://h/x", "@target-uri", "http://h/x", id="target-uri-without-port"),
 ])
 def test_derived_component_edge_cases(url: str, component: str, expected: str) -> None:
     """Empty paths, absent queries and ports follow RFC 9421 section 2.2."""
@@ -835,3 +839,116 @@ def test_key_constructors_check_length(raw: bytes) -> None:
     """Seeds and public keys must be exactly 32 bytes."""
     raises_exactly(ConfigError, lambda: Ed25519Signer(raw))
     raises_exactly(ConfigError, lambda: Ed25519PublicKey(raw))
+
+
+# --- edges of the crypto-free half (each pinned after a surviving mutant) ------------------
+
+
+def test_headers_trim_only_spaces_and_tabs() -> None:
+    """Field values lose surrounding SP and HTAB only (RFC 9421 2.1), nothing else."""
+    fields = Headers({"A": " \tXy X\t ", "B": "v\x0b", "C": "\x0cv"})
+    assert (fields["a"], fields["b"], fields["c"]) == ("Xy X", "v\x0b", "\x0cv")
+
+
+def test_headers_replacing_is_case_insensitive() -> None:
+    """replacing() overwrites the field whatever the case of its name, keeping one entry."""
+    fields = Headers({"Content-Digest": "old", "X": "1"}).replacing("CONTENT-DIGEST", "new")
+    assert dict(fields) == {"content-digest": "new", "x": "1"}
+
+
+def test_messages_coerce_plain_headers_and_bodies() -> None:
+    """HttpMessage/HttpResponse turn a plain dict and a bytearray into Headers and bytes."""
+    msg = HttpMessage("POST", URL, {"X-A": "1"}, bytearray(b"xy"))  # type: ignore[arg-type]
+    resp = HttpResponse(200, {"X-B": "2"}, memoryview(b"z"))  # type: ignore[arg-type]
+    assert isinstance(msg.headers, Headers)
+    assert msg.headers["x-a"] == "1"
+    assert type(msg.body) is bytes
+    assert msg.body == b"xy"
+    assert isinstance(resp.headers, Headers)
+    assert resp.headers["x-b"] == "2"
+    assert type(resp.body) is bytes
+    assert resp.body == b"z"
+
+
+@pytest.mark.parametrize(("status", "ok"), [(99, False), (100, True), (999, True), (1000, False)])
+def test_status_component_range(status: int, ok: bool) -> None:
+    """"@status" resolves for three-digit codes only."""
+    resp = HttpResponse(status, Headers())
+    if ok:
+        assert component_value(Item("@status"), resp) == str(status)
+    else:
+        raises_exactly(AuthError, lambda: component_value(Item("@status"), resp))
+
+
+SENT = Headers({"signature": "sig1=:" + "A" * 86 + "==:"})
+
+
+@pytest.mark.parametrize(("component", "msg", "request_fields"), [
+    pytest.param(Item("@method"), HttpResponse(200, Headers()), None, id="method-on-response"),
+    pytest.param(Item("@status", (("key", "a"),)), HttpResponse(200, Headers()), None,
+                 id="key-on-derived"),
+    pytest.param(Item("Content-Type"), request(), None, id="uppercase-field-name"),
+    pytest.param(Item(""), request(), None, id="empty-name"),
+    pytest.param(Item(1), request(), None, id="integer-name"),
+    pytest.param(Item(b"x"), request(), None, id="bytes-name"),
+    pytest.param(Item("signature", (("req", True), ("key", "sig1"))),
+                 HttpResponse(200, Headers()), None, id="req-without-request"),
+    pytest.param(Item("signature", (("req", True), ("key", "sig1"))), request(), SENT,
+                 id="req-on-a-request"),
+    pytest.param(Item("signature", (("req", False), ("key", "sig1"))),
+                 HttpResponse(200, Headers()), SENT, id="req-false"),
+    pytest.param(Item("signature", (("req", True), ("key", "absent"))),
+                 HttpResponse(200, Headers()), SENT, id="absent-member"),
+    pytest.param(Item("signature", (("req", True), ("key", 1))),
+                 HttpResponse(200, Headers()), SENT, id="non-string-member-key"),
+])
+def test_unresolvable_component_raises_auth_error(
+        component: Item, msg: HttpMessage | HttpResponse, request_fields: Headers | None) -> None:
+    """Each component that cannot be resolved raises AuthError itself, called directly."""
+    raises_exactly(AuthError, lambda: component_value(component, msg, request_fields))
+
+
+@pytest.mark.parametrize("fields", [
+    pytest.param({"signature-input": 'sig1=();keyid="watcher"'}, id="signature-missing"),
+    pytest.param({"signature": "sig1=:" + "A" * 86 + "==:"}, id="signature-input-missing"),
+])
+def test_select_signature_needs_both_fields(fields: dict[str, str]) -> None:
+    """Without either Signature-Input or Signature, selection raises AuthError itself."""
+    raises_exactly(AuthError, lambda: select_signature(Headers(fields), "watcher".__eq__))
+
+
+def test_every_signature_member_must_be_bytes() -> None:
+    """A genuine request whose Signature also carries a non-byte member is refused."""
+    msg = signed()
+    verify(msg)
+    for extra in ("other=1", 'other="x"', "other=(:AA==:)"):
+        tampered = with_fields(msg, signature=msg.headers["signature"] + ", " + extra)
+        raises_exactly(AuthError, lambda m=tampered: verify(m))  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("params", "error"), [
+    pytest.param((("created", "1"), ("nonce", NONCE)), AuthError, id="created-string"),
+    pytest.param((("created", True), ("nonce", NONCE)), AuthError, id="created-boolean"),
+    pytest.param((("created", NOW_S), ("nonce", NONCE), ("expires", NOW_S - 1)),
+                 StaleRequestError, id="expired-one-second-ago"),
+    pytest.param((("created", NOW_S), ("nonce", NONCE), ("expires", "x")),
+                 StaleRequestError, id="expires-not-an-integer"),
+])
+def test_check_params_refusals(params: tuple[tuple[str, object], ...],
+                               error: type[Exception]) -> None:
+    """created must be an integer (not a boolean); expires an integer not in the past."""
+    raises_exactly(error, lambda: check_params(params, NOW_S, 30, need_nonce=True))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("expires", [NOW_S, NOW_S + 10])
+def test_check_params_accepts_expires_now_or_later(expires: int) -> None:
+    """An expires of now or later is accepted, and created and nonce are returned."""
+    params = (("created", NOW_S), ("nonce", NONCE), ("expires", expires))
+    assert check_params(params, NOW_S, 30, need_nonce=True) == (NOW_S, NONCE)
+
+
+@pytest.mark.parametrize("value", ["sha-256=abc", 'sha-256="x"', "sha-256=(:AA==:)",
+                                   f"sha-256=:{SHA256}:, sha-512=abc"])
+def test_digest_members_must_be_byte_sequences(value: str) -> None:
+    """A sha-256 or sha-512 member that is not a byte sequence raises AuthError itself."""
+    raises_exactly(AuthError, lambda: check_content_digest(value, BODY))
