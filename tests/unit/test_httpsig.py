@@ -952,3 +952,86 @@ def test_check_params_accepts_expires_now_or_later(expires: int) -> None:
 def test_digest_members_must_be_byte_sequences(value: str) -> None:
     """A sha-256 or sha-512 member that is not a byte sequence raises AuthError itself."""
     raises_exactly(AuthError, lambda: check_content_digest(value, BODY))
+
+
+# --- edges of the keyed half (each pinned after a surviving mutant) ------------------------
+
+
+def test_public_keys_compare_and_hash_by_value() -> None:
+    """Equal keys are equal and hash alike; different keys are different."""
+    again = Ed25519PublicKey(WATCHER.public_key.raw)
+    assert again == WATCHER.public_key
+    assert hash(again) == hash(WATCHER.public_key)
+    assert len({again, WATCHER.public_key, SIGNER.public_key}) == 2
+    assert WATCHER.public_key != SIGNER.public_key
+    assert WATCHER.public_key != WATCHER.public_key.raw
+
+
+def test_key_files_with_crlf_line_ending_load(tmp_path: Path) -> None:
+    """A key file written with a CRLF line ending (an editor on Windows) still loads."""
+    private = write(tmp_path / "w.key", (SEED_B64 + "\r\n").encode(), 0o600)
+    public = write(tmp_path / "w.pub", (WATCHER.public_key.to_base64() + "\r\n").encode(), 0o644)
+    assert load_private_key(private).public_key == WATCHER.public_key
+    assert load_public_key(public) == WATCHER.public_key
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o755, 0o645, 0o444])
+def test_public_key_may_be_readable_and_executable(tmp_path: Path, mode: int) -> None:
+    """A public key file is refused only when others may write it, not for r or x bits."""
+    path = write(tmp_path / "w.pub", WATCHER.public_key.to_base64().encode(), mode)
+    assert load_public_key(path) == WATCHER.public_key
+
+
+def test_generate_keypair_cleans_up_when_the_public_file_fails(tmp_path: Path) -> None:
+    """If the public file cannot be created, the private one is removed and ConfigError raised."""
+    with pytest.raises(ConfigError) as caught:
+        generate_keypair(tmp_path / "w.key", tmp_path / "missing-dir" / "w.pub")
+    assert "cannot create key file" in str(caught.value)
+    assert not (tmp_path / "w.key").exists()
+
+
+def test_signed_headers_for_names_and_explicit_nonce() -> None:
+    """signed_headers_for returns exactly the four canonical names and uses a given nonce."""
+    headers = signed_headers_for("POST", URL, BODY, "application/json", WATCHER, "watcher", NOW,
+                                 nonce=NONCE)
+    assert set(headers) == {"Content-Type", "Content-Digest", "Signature-Input", "Signature"}
+    assert f';nonce="{NONCE}";' in headers["Signature-Input"]
+
+
+def test_verified_request_carries_method_and_target() -> None:
+    """The VerifiedRequest names the method and target URI that were verified."""
+    verified = verify(signed())
+    assert (verified.method, verified.target_uri, verified.body) == ("POST", URL, BODY)
+
+
+def test_sign_response_uses_a_given_nonce() -> None:
+    """sign_response puts an explicit nonce into the answer's Signature-Input."""
+    resp = HttpResponse(200, Headers(), b"{}")
+    added = sign_response(resp, verify(signed()), SIGNER, NOW, nonce=NONCE)
+    assert f';nonce="{NONCE}";' in added["Signature-Input"]
+
+
+def test_answer_without_nonce_is_accepted() -> None:
+    """An answer bound to our request needs created but no nonce of its own (RFC 9421 2.3)."""
+    sent = signed()
+    resp = raw_sign(HttpResponse(200, Headers(), b"{}"),
+                    ("@status", "content-digest", '"signature";req;key="sig1"'),
+                    (("created", NOW_S), ("keyid", "signer"), ("alg", "ed25519")),
+                    key=SIGNER, sent=sent.headers)
+    assert isinstance(resp, HttpResponse)
+    check_answer(resp, sent)
+
+
+@pytest.mark.parametrize("binding", [
+    pytest.param('"signature-input";req;key="sig1"', id="request-signature-input-member"),
+    pytest.param('"content-digest";req', id="request-digest"),
+    pytest.param('"signature";key="sig1"', id="signature-without-req"),
+])
+def test_answer_bound_to_anything_but_our_signature_is_refused(binding: str) -> None:
+    """An answer must cover our request's Signature member; other request parts do not bind."""
+    sent = signed()
+    resp = HttpResponse(200, Headers({"signature": "sig1=:" + "A" * 86 + "==:"}), b"{}")
+    out = raw_sign(resp, ("@status", "content-digest", binding),
+                   (("created", NOW_S), ("keyid", "signer")), key=SIGNER, sent=sent.headers)
+    assert isinstance(out, HttpResponse)
+    raises_exactly(AuthError, lambda: check_answer(out, sent))
