@@ -476,3 +476,28 @@ def test_approval_plan_records_the_requester() -> None:
     for mode in ("auto", "manual", "veto"):
         plan = approval_plan(make_policy(approval=mode), NOW, "watcher")
         assert (plan.requested_by, plan.decided_by) == ("watcher", None)
+
+
+def test_node_keys_are_kept_as_a_tuple() -> None:
+    """Keys given as a list are stored as an (immutable, hashable) tuple."""
+    policy = make_policy(node_keys=list(KEYS))
+    assert policy.node_keys == KEYS
+    assert isinstance(policy.node_keys, tuple)
+
+
+@pytest.mark.parametrize(("key", "ok"), [("STM", False), ("STMa", True), ("stm" + "5" * 50, False)])
+def test_node_key_prefix_check(key: str, ok: bool) -> None:
+    """A node key is at least the STM prefix plus one character (the chain checks the rest)."""
+    if ok:
+        assert make_policy(node_keys=(key,)).node_keys == (key,)
+    else:
+        with pytest.raises(ConfigError) as caught:
+            make_policy(node_keys=(key,))
+        assert caught.value.field == "node_keys"
+
+
+def test_approval_plan_without_requester_names_nobody() -> None:
+    """A plan made without a requester records none, so no client is barred from approving."""
+    plan = approval_plan(make_policy(approval="manual"), NOW)
+    assert plan.requested_by == ""
+    assert resolve_pending(plan, NOW + MIN, "approve", "operator").status == "approved"
