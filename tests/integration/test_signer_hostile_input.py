@@ -20,13 +20,14 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support.devnet_proc import RunningDevnet, running_devnet
+from support.services import running_signer
 from werkzeug.serving import make_server
 
 from shared.httpsig import load_private_key, signed_headers_for
 from signer.app import build_service
 from signer.config import SignerConfig
 from signer.http import create_app
-from signer.service import ServiceOptions, SignerService
+from signer.service import ServiceOptions
 
 JSON = "application/json"
 PATH = "/v1/failover"
@@ -49,7 +50,6 @@ class RecordingNotifier:
 class Served:
     """The signer app on a loopback port, with what it notified."""
 
-    service: SignerService
     port: int
     drill: Path
     notifier: RecordingNotifier
@@ -120,7 +120,7 @@ def served(devnet: RunningDevnet, tmp_path_factory: pytest.TempPathFactory) -> I
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield Served(service, server.server_port, devnet.dir, notifier)
+        yield Served(server.server_port, devnet.dir, notifier)
     finally:
         server.shutdown()
         thread.join(10)
@@ -190,6 +190,25 @@ def test_failed_login_is_counted(served: Served) -> None:
                                 headers={"Content-Type": JSON}, timeout=TIMEOUT_S)
     assert response.status_code == 401
     assert served.auth_alerts() == alerts + 1
+
+
+def test_gunicorn_signer_answers_oversized_chunked_body_with_413(devnet: RunningDevnet) -> None:
+    """`witness-signer serve` (gunicorn) also answers 413 to a signed oversized chunked body.
+
+    The deployed server, not the test server: gunicorn de-chunks the body itself, and the
+    signer must still see it as oversized rather than cut it and fail the digest (401).
+    """
+    limit = SignerConfig.load(devnet.dir / "signer.toml").max_body_bytes
+    with running_signer(devnet.dir) as process:
+        served = Served(int(process.url.rsplit(":", 1)[1]), devnet.dir, RecordingNotifier())
+        body = ask_body("x" * (2 * limit))
+        response = post_chunked(served, body, served.signed(body))
+        small = ask_body("small")
+        control = post_chunked(served, small, {"Content-Type": JSON})
+    assert response.status_code == 413
+    assert control.status_code == 401  # a chunked body under the limit reaches authentication
+    failures = process.log.read_text().count("authentication failed")
+    assert failures == 1, "only the unsigned control request may count as a failed login"
 
 
 # ---- HTTP-level fuzz: whatever arrives on the socket, never a 5xx ------------------------
