@@ -33,3 +33,14 @@ test: venv lint
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# Mutation testing, not part of `make test` (minutes per module, CPU-heavy): mutmut over
+# the decision and request-verification modules, one module at a time, each against
+# its unit tests ([tool.mutmut] in pyproject.toml). One module: `make mutation
+# MODULE=shared.sfv`. Survivors: `.venv/bin/mutmut results`; scores: docs/benchmarks.md.
+MUTATION_MODULES ?= shared.sfv shared.httpsig_base shared.httpsig signer.policy watcher.core watcher.schedule
+.PHONY: mutation
+mutation: venv
+	$(BIN)/python -m pip install --quiet '.[mutation]'
+	for m in $(or $(MODULE),$(MUTATION_MODULES)); do $(BIN)/mutmut run --max-children 1 "$$m.*" || exit 1; done
+	$(BIN)/mutmut results

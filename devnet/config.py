@@ -17,6 +17,17 @@ ACCOUNT_NAME_MAX = 16
 # stay free for other drill services.
 NODE_API_PORT_OFFSET = 10
 
+# Every name devnet.toml may hold, per table: anything else is a ConfigError naming the
+# nearest valid name.
+_TABLES: dict[str, tuple[str, ...]] = {
+    "devnet": ("chain", "host", "port", "slot_seconds", "witness_count", "watched", "seed",
+               "endpoints", "sync_broadcast_timeout_s", "prefill_blocks"),
+    "accounts": ("active_wif",),
+    "witness": ("url", "signing_node", "account_creation_fee", "maximum_block_size",
+                "interest_rate"),
+}
+_NODE_FIELDS = ("name", "signing_wif", "up", "api_port")
+
 
 @dataclass(frozen=True)
 class NodeConfig:
@@ -85,7 +96,9 @@ class DevnetConfig:
         Raises:
             ConfigError: any invalid field (named).
         """
-        f = Fields(raw, path)
+        f = Fields(raw, path, known={*_TABLES, "nodes"})
+        for table, names in _TABLES.items():
+            f.section(table, names)
         chain_name = f.str("devnet.chain", default="hive")
         try:
             chain = profile(chain_name)
@@ -100,7 +113,7 @@ class DevnetConfig:
         for i, item in enumerate(nodes_raw):
             if not isinstance(item, dict):
                 raise ConfigError("must be a table", path=str(path), field=f"nodes[{i}]")
-            nf = Fields(item, path, prefix=f"nodes[{i}].")
+            nf = Fields(item, path, prefix=f"nodes[{i}].", known=_NODE_FIELDS)
             name = nf.str("name")
             if any(n.name == name for n in nodes):
                 raise ConfigError(f"duplicate node name {name!r}", path=str(path),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,28 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"not valid TOML: {e}", path=str(path)) from e
 
 
+def reject_unknown(raw: Mapping[str, Any], known: Iterable[str], path: Path,
+                   prefix: str = "") -> None:
+    """Fail closed on a name ``raw`` has that ``known`` lacks: a typo must not pass silently.
+
+    The error names the file, the dotted field and the nearest valid name (a typo such
+    as ``aproval`` would otherwise leave ``approval`` at its default without a word).
+
+    Raises:
+        ConfigError: the first unknown name, in sorted order.
+    """
+    names = sorted(known)
+    unknown = sorted(set(raw) - set(names))
+    if not unknown:
+        return
+    name = unknown[0]
+    what = "field" if prefix else "section"
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = (f"did you mean {prefix + close[0]!r}?" if close
+            else f"valid here: {', '.join(names) or 'nothing'}")
+    raise ConfigError(f"unknown {what} {name!r}; {hint}", path=str(path), field=prefix + name)
+
+
 def resolve_path(base: Path, value: str) -> Path:
     """``value`` as a path, relative to the config file's directory when relative."""
     p = Path(value).expanduser()
@@ -50,10 +73,7 @@ class Fields:
         self.path = path
         self.prefix = prefix
         if known is not None:
-            unknown = sorted(set(raw) - set(known))
-            if unknown:
-                raise ConfigError(f"unknown section or field {unknown[0]!r}", path=str(path),
-                                  field=prefix + unknown[0])
+            reject_unknown(raw, known, path, prefix)
 
     def fail(self, dotted: Str, message: Str) -> ConfigError:
         """A ConfigError for field ``dotted``."""
@@ -125,12 +145,32 @@ class Fields:
             raise self.fail(dotted, "must be a list of non-empty strings")
         return list(value)
 
-    def table_list(self, dotted: Str) -> list[Fields]:
-        """An array of tables, each as Fields (absent: empty)."""
+    def section(self, name: Str, known: Iterable[Str], *, required: Bool = False) -> Bool:
+        """Check that table ``name`` holds only ``known`` names; return whether it is present.
+
+        Raises:
+            ConfigError: required and absent, not a table, or an unknown name in it.
+        """
+        value = self.get(name, None)
+        if value is None:
+            if required:
+                raise self.fail(name, "section is required")
+            return False
+        if not isinstance(value, dict):
+            raise self.fail(name, "must be a table")
+        Fields(value, self.path, f"{self.prefix}{name}.", known=known)
+        return True
+
+    def table_list(self, dotted: Str, known: Iterable[Str] | None = None) -> list[Fields]:
+        """An array of tables, each as Fields holding only ``known`` names (absent: empty).
+
+        Raises:
+            ConfigError: not an array of tables, or a table with an unknown name.
+        """
         value = self.get(dotted, [])
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             raise self.fail(dotted, "must be an array of tables ([[...]])")
-        return [Fields(v, self.path, prefix=f"{self.prefix}{dotted}[{i}].")
+        return [Fields(v, self.path, prefix=f"{self.prefix}{dotted}[{i}].", known=known)
                 for i, v in enumerate(value)]
 
     def opt_path(self, dotted: Str, base: Path) -> Path | None:

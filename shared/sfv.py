@@ -3,7 +3,8 @@
 A strict parser and a serializer for Dictionaries, Inner Lists, Items and their
 parameters. Everything that reads received data raises :class:`AuthError` and
 nothing else. Narrower than RFC 8941 on purpose: no decimals, no display strings,
-no duplicate keys, nothing over a few kilobytes. No crypto here.
+no duplicate keys or parameters (:class:`DuplicateKeyError`), nothing over a few
+kilobytes. No crypto here.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "MAX_MEMBERS",
     "MAX_PARAMS",
     "BareItem",
+    "DuplicateKeyError",
     "InnerList",
     "Item",
     "Member",
@@ -45,6 +47,10 @@ _TOKEN = re.compile(r"[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*")
 _BYTES = re.compile(r":([A-Za-z0-9+/=]*):")
 _BOOLEAN = re.compile(r"\?[01]")
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
+
+
+class DuplicateKeyError(AuthError):
+    """A dictionary key or a parameter appears twice in one field: refused, not resolved."""
 
 
 @dataclass(frozen=True)
@@ -111,10 +117,12 @@ class _Parser:
         members: dict[str, Member] = {}
         while self.peek():
             key = self.match(_KEY, "a key").group()
-            if key in members or len(members) >= MAX_MEMBERS:
+            if key in members:
                 # SECURITY: RFC 8941 lets the last duplicate win, other parsers may keep
                 # the first; refusing duplicates removes an ambiguity attackers could use.
-                raise self.error(f"duplicate key {key!r} or too many members")
+                raise DuplicateKeyError(f"duplicate key {key!r} at offset {self.pos}")
+            if len(members) >= MAX_MEMBERS:
+                raise self.error("too many members")
             if self.peek() == "=":
                 self.pos += 1
                 members[key] = self.inner_list() if self.peek() == "(" else self.item()
@@ -154,8 +162,12 @@ class _Parser:
             self.pos += 1
             self.skip(" ")
             key = self.match(_KEY, "a parameter key").group()
-            if key in out or len(out) >= MAX_PARAMS:
-                raise self.error(f"duplicate parameter {key!r} or too many")
+            if key in out:
+                # SECURITY: as for keys: ";created=1;created=2" means one thing to us and
+                # maybe another to the client's library, so it means nothing.
+                raise DuplicateKeyError(f"duplicate parameter {key!r} at offset {self.pos}")
+            if len(out) >= MAX_PARAMS:
+                raise self.error("too many parameters")
             out[key] = True
             if self.peek() == "=":
                 self.pos += 1

@@ -34,6 +34,22 @@ ENV_STATE_DIR = ENV_PREFIX + "STATE_DIR"  # replaces signer.state_dir
 # recipients (comma-separated).
 TWILIO_ENV_NAMES = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM", "TWILIO_TO")
 _MAX_ENV_FILE_BYTES = 65536
+# Every name signer.toml may hold, per table: anything else is a ConfigError that names
+# the nearest valid name (a typo must not leave a policy at its default).
+_TABLES: dict[str, tuple[str, ...]] = {
+    "signer": ("host", "port", "threads", "max_body_bytes", "tls_cert", "tls_key", "state_dir",
+               "signer_key", "max_skew_s"),
+    "chain": ("name", "nodes", "quorum", "timeout_s", "stale_after_s", "tx_expiration_s",
+              "confirm_timeout_s"),
+    "witness": ("account", "key_mode", "keys"),
+    "policy": ("min_missed", "max_switches", "window_s", "cooldown_s", "max_rounds",
+               "on_exhausted", "approval", "approval_timeout_s", "veto_window_s"),
+    "keystore": ("path", "passphrase_file", "passphrase_credential", "passphrase_env", "prompt"),
+    "notify": ("twilio_account_sid", "twilio_auth_token_file", "twilio_auth_token_env",
+               "twilio_from", "to", "twilio_api_base_url", "twilio_env_file"),
+}
+_CLIENT_FIELDS = ("keyid", "role", "public_key")
+_NODE_KEY_FIELDS = ("name", "public_key")
 
 
 @dataclass(frozen=True)
@@ -135,8 +151,9 @@ class SignerConfig:
         Raises:
             ConfigError: an invalid field, named.
         """
-        f = Fields(raw, path, known={"signer", "clients", "chain", "witness", "policy",
-                                     "keystore", "notify"})
+        f = Fields(raw, path, known={*_TABLES, "clients"})
+        for table, names in _TABLES.items():
+            f.section(table, names)
         base = path.parent
         chain_name = f.str("chain.name")
         try:
@@ -204,7 +221,7 @@ class SignerConfig:
 
 
 def _clients(f: Fields) -> list[ClientConfig]:
-    items = f.table_list("clients")
+    items = f.table_list("clients", known=_CLIENT_FIELDS)
     if not items:
         raise f.fail("clients", "at least one [[clients]] entry is required")
     out: list[ClientConfig] = []
@@ -221,7 +238,7 @@ def _clients(f: Fields) -> list[ClientConfig]:
 
 
 def _node_keys(f: Fields) -> list[NodeKey]:
-    items = f.table_list("witness.keys")
+    items = f.table_list("witness.keys", known=_NODE_KEY_FIELDS)
     if not items:
         raise f.fail("witness.keys", "list the witness's node keys in order, primary first")
     return [NodeKey(item.str("name"), item.str("public_key")) for item in items]

@@ -52,7 +52,9 @@ def _message() -> HttpMessage:
 def create_app(service: SignerService, max_body_bytes: int) -> Flask:
     """The signer's Flask app over ``service``; bodies over ``max_body_bytes`` get 413."""
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    # One byte over the limit, so that a body without Content-Length (chunked) is read
+    # to at most max_body_bytes + 1 and an oversized one is seen as such, not cut to size.
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes + 1
 
     def respond(answer: Answer) -> Response:
         auth: Authenticated | None = g.get("auth")
@@ -64,6 +66,10 @@ def create_app(service: SignerService, max_body_bytes: int) -> Flask:
         # SECURITY: T3 — refuse a declared oversize body before reading any of it.
         length = request.content_length
         if length is not None and length > max_body_bytes:
+            raise RequestInvalidError("body over the limit", status=413)
+        # SECURITY: T3 — a chunked body declares no length: 413 here too, before the
+        # digest check, so it is neither cut to size nor counted as a failed login.
+        if len(request.get_data(cache=True)) > max_body_bytes:
             raise RequestInvalidError("body over the limit", status=413)
         try:
             auth = service.authenticate(_message(), route)

@@ -198,24 +198,12 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _section(f: Fields, name: str, known: tuple[str, ...], *, required: bool = True) -> bool:
-    """Check that table ``name`` has only ``known`` fields; whether it is present."""
-    value = f.get(name, None)
-    if value is None:
-        if required:
-            raise f.fail(name, "section is required")
-        return False
-    if not isinstance(value, dict):
-        raise f.fail(name, "must be a table")
-    Fields(value, f.path, f"{name}.", known=known)
-    return True
-
-
 def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
-    _section(f, "watcher", (
+    f.section("watcher", (
         "account", "rpc_nodes", "rpc_timeout_s", "quorum", "block_interval_s",
         "poll_interval_s", "miss_threshold", "one_shot", "dry_run", "state_dir",
-        "stale_after_s", "max_poll_interval_s", "visible_after_s", "realert_interval_s"))
+        "stale_after_s", "max_poll_interval_s", "visible_after_s", "realert_interval_s"),
+        required=True)
     account = f.str("watcher.account")
     if not account.replace("-", "").replace(".", "").isalnum() or not 3 <= len(account) <= 16:
         raise f.fail("watcher.account", "must be a chain account name")
@@ -242,16 +230,15 @@ def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
         realert_interval=timedelta(seconds=f.float("watcher.realert_interval_s", 900,
                                                    lo=0, hi=86400)))
     node_keys = []
-    for t in f.table_list("nodes"):
-        Fields(t.raw, f.path, t.prefix, known=("name", "public_key"))
+    for t in f.table_list("nodes", known=("name", "public_key")):
         key = t.str("public_key")
         if not key.startswith("STM") or len(key) < 50:
             raise t.fail("public_key", "must be an STM public key")
         node_keys.append(NodeKey(t.str("name"), key))
 
-    _section(f, "signer", (
+    f.section("signer", (
         "url", "keyid", "key", "signer_public_key", "timeout_s", "attempts", "backoff_s",
-        "retry_interval_s", "follow_timeout_s", "max_skew_s"))
+        "retry_interval_s", "follow_timeout_s", "max_skew_s"), required=True)
     signer_url = _url(f, "signer.url", env.get(ENV_SIGNER_URL) or f.str("signer.url"))
     key_path, pub_path = f.opt_path("signer.key", base), f.opt_path("signer.signer_public_key",
                                                                       base)
@@ -261,13 +248,13 @@ def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
 
     metrics_host: str | None = None
     metrics_port: int | None = None
-    if _section(f, "metrics", ("host", "port"), required=False):
+    if f.section("metrics", ("host", "port")):
         metrics_host = f.str("metrics.host", "127.0.0.1")
         if not _loopback(metrics_host):
             # SECURITY: the metrics say when the watcher will act; keep them off the network.
             raise f.fail("metrics.host", "must be a loopback address")
         metrics_port = f.int("metrics.port", lo=0, hi=65535)
-    _section(f, "alerts", ("min_interval_s", "max_per_hour"), required=False)
+    f.section("alerts", ("min_interval_s", "max_per_hour"))
     return WatcherConfig(
         path=f.path, account=account, rpc_nodes=tuple(nodes),
         rpc_timeout_s=f.float("watcher.rpc_timeout_s", 5.0, lo=0.05, hi=120),
@@ -294,9 +281,8 @@ def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
 
 
 def _twilio(f: Fields, base: Path) -> TwilioSettings | None:
-    if not _section(f, "twilio", ("account_sid", "auth_token_file", "auth_token_env", "from",
-                                  "to", "api_base_url", "timeout_s", "env_file"),
-                    required=False):
+    if not f.section("twilio", ("account_sid", "auth_token_file", "auth_token_env", "from",
+                                "to", "api_base_url", "timeout_s", "env_file")):
         return None
     env_file = f.opt_path("twilio.env_file", base)
     # The SID, sender and recipients fill what the table leaves out; the token is not kept.

@@ -13,8 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from devnet.config import DevnetConfig
+from devnet.keys import PrivateKey
 from drill import service_files
+from drill.files import devnet_toml
 from shared.config import Fields
+from shared.errors import ConfigError
 from signer.config import SignerConfig
 from watcher.config import WatcherConfig
 
@@ -169,3 +173,121 @@ def test_threat_model_names_real_tests() -> None:
     for threat in (f"T{i}" for i in range(1, 9)):
         section = text.split(f"\n## {threat} ", 1)[1].split("\n## ", 1)[0]
         assert "`tests/" in section, f"{threat} names no test"
+
+
+# ---- fail closed: a misspelt name is an error that names its nearest valid name ----------
+
+
+def _devnet_example(tmp_path: Path) -> Path:
+    path = tmp_path / "devnet.toml"
+    path.write_text(devnet_toml(18090, 0.1, "hive", PrivateKey.generate(),
+                                {"primary": PrivateKey.generate()}))
+    return path
+
+
+EXAMPLES = {"signer.toml": _signer_example, "watcher.toml": _watcher_example,
+            "devnet.toml": _devnet_example}
+
+
+def _load(loader: str, path: Path) -> object:
+    if loader == "signer.toml":
+        return SignerConfig.load(path)
+    if loader == "watcher.toml":
+        return WatcherConfig.load(path, environ={})
+    return DevnetConfig.load(path)
+
+
+def _with_line(text: str, header: str | None, line: str) -> str:
+    """``text`` with ``line`` added as the first entry of the (first) table ``header``."""
+    if header is None:
+        return text + f"\n{line}\n"
+    marker = f"\n{header}\n"
+    assert marker in text, f"{header} is not in the example"
+    return text.replace(marker, f"{marker}{line}\n", 1)
+
+
+def _refused(loader: str, tmp_path: Path, header: str | None, line: str) -> ConfigError:
+    path = EXAMPLES[loader](tmp_path)
+    _load(loader, path)  # the example itself is valid
+    path.write_text(_with_line(path.read_text(), header, line))
+    with pytest.raises(ConfigError) as caught:
+        _load(loader, path)
+    assert str(path) in str(caught.value)
+    return caught.value
+
+
+@pytest.mark.parametrize(("loader", "header", "line", "field", "suggestion"), [
+    pytest.param("signer.toml", "[policy]", 'aproval = "manual"', "policy.aproval",
+                 "policy.approval", id="signer-aproval"),
+    pytest.param("signer.toml", "[policy]", "cooldown = 600", "policy.cooldown",
+                 "policy.cooldown_s", id="signer-cooldown-without-unit"),
+    pytest.param("signer.toml", "[policy]", "max_round = 3", "policy.max_round",
+                 "policy.max_rounds", id="signer-max-round"),
+    pytest.param("signer.toml", "[signer]", "max_body_byte = 1024", "signer.max_body_byte",
+                 "signer.max_body_bytes", id="signer-max-body-byte"),
+    pytest.param("signer.toml", "[chain]", "qourum = 2", "chain.qourum", "chain.quorum",
+                 id="signer-chain-qourum"),
+    pytest.param("signer.toml", "[witness]", 'keymode = "signing"', "witness.keymode",
+                 "witness.key_mode", id="signer-keymode"),
+    pytest.param("signer.toml", "[keystore]", 'passphrase_fle = "x"',
+                 "keystore.passphrase_fle", "keystore.passphrase_file", id="signer-keystore"),
+    pytest.param("signer.toml", "[notify]", 'twilio_form = "+1555"', "notify.twilio_form",
+                 "notify.twilio_from", id="signer-notify"),
+    pytest.param("signer.toml", "[[clients]]", 'rol = "operator"', "clients[0].rol",
+                 "clients[0].role", id="signer-client-rol"),
+    pytest.param("signer.toml", "[[witness.keys]]", 'pubkey = "STM"', "witness.keys[0].pubkey",
+                 "witness.keys[0].public_key", id="signer-node-key-pubkey"),
+    pytest.param("signer.toml", None, "[polcy]\nx = 1", "polcy", "policy",
+                 id="signer-section-polcy"),
+    pytest.param("watcher.toml", "[watcher]", "miss_treshold = 1", "watcher.miss_treshold",
+                 "watcher.miss_threshold", id="watcher-miss-treshold"),
+    pytest.param("watcher.toml", "[signer]", "timeout = 5", "signer.timeout",
+                 "signer.timeout_s", id="watcher-signer-timeout"),
+    pytest.param("watcher.toml", "[[nodes]]", 'nmae = "x"', "nodes[0].nmae", "nodes[0].name",
+                 id="watcher-node-nmae"),
+    pytest.param("watcher.toml", "[alerts]", "max_per_hr = 5", "alerts.max_per_hr",
+                 "alerts.max_per_hour", id="watcher-alerts"),
+    pytest.param("watcher.toml", None, "[metric]\nport = 1", "metric", "metrics",
+                 id="watcher-section-metric"),
+    pytest.param("devnet.toml", "[devnet]", "slot_second = 0.5", "devnet.slot_second",
+                 "devnet.slot_seconds", id="devnet-slot-second"),
+    pytest.param("devnet.toml", "[witness]", 'signing_nod = "primary"', "witness.signing_nod",
+                 "witness.signing_node", id="devnet-signing-nod"),
+    pytest.param("devnet.toml", "[accounts]", 'active = "x"', "accounts.active",
+                 "accounts.active_wif", id="devnet-accounts-active"),
+    pytest.param("devnet.toml", "[[nodes]]", "upp = false", "nodes[0].upp", "nodes[0].up",
+                 id="devnet-node-upp"),
+    pytest.param("devnet.toml", None, "[acounts]\nx = 1", "acounts", "accounts",
+                 id="devnet-section-acounts"),
+])
+def test_misspelt_name_is_refused_with_suggestion(  # noqa: PLR0917 (one table row each)
+        loader: str, header: str | None, line: str, field: str, suggestion: str,
+        tmp_path: Path) -> None:
+    """A misspelt field or section is a ConfigError naming the file, it and the nearest name."""
+    error = _refused(loader, tmp_path, header, line)
+    assert error.field == field
+    assert f"did you mean {suggestion!r}" in str(error)
+
+
+def test_unknown_name_without_a_near_one_lists_the_valid_names(tmp_path: Path) -> None:
+    """A name like nothing valid is still refused, and the message lists what is valid."""
+    error = _refused("signer.toml", tmp_path, "[policy]", "zzz = 1")
+    assert error.field == "policy.zzz"
+    assert "valid here: approval, approval_timeout_s" in str(error)
+
+
+@pytest.mark.parametrize("loader", ["signer.toml", "watcher.toml"])
+def test_every_documented_field_misspelt_is_refused(loader: str, tmp_path: Path) -> None:
+    """For each documented field, its name with the last letter doubled is refused and named."""
+    fields = sorted(documented_fields(loader))
+    assert len(fields) > 15
+    for number, dotted in enumerate(fields):
+        table, name = dotted.rsplit(".", 1)
+        header = f"[[{table[:-2]}]]" if table.endswith("[]") else f"[{table}]"
+        typo = name + name[-1]
+        directory = tmp_path / str(number)
+        directory.mkdir()
+        error = _refused(loader, directory, header, f"{typo} = 1")
+        shown = table.replace("[]", "[0]") + "."
+        assert error.field == shown + typo, dotted
+        assert f"did you mean {shown + name!r}" in str(error), (dotted, str(error))

@@ -38,13 +38,17 @@ from shared.httpsig import (
     verify_response,
 )
 from shared.httpsig_base import (
+    DuplicateKeyError,
     InnerList,
     Item,
     Token,
+    check_content_digest,
+    check_params,
     component_value,
     content_digest,
     parse_component_id,
     parse_dictionary,
+    select_signature,
     serialize_bare,
     serialize_member,
     signature_base,
@@ -227,6 +231,8 @@ def test_derived_and_field_component_values(component: str, expected: str) -> No
     pytest.param("http://h:8080", "@query", "?", id="absent-query-is-question-mark"),
     pytest.param("http://h:8080", "@authority", "h:8080", id="non-default-port-kept"),
     pytest.param("http://[::1]:80/x", "@authority", "[::1]", id="ipv6-default-port-dropped"),
+    pytest.param("http://h:080/x", "@authority", "h", id="zero-padded-default-port-dropped"),
+    pytest.param("http://h/x", "@target-uri", "http://h/x", id="target-uri-without-port"),
 ])
 def test_derived_component_edge_cases(url: str, component: str, expected: str) -> None:
     """Empty paths, absent queries and ports follow RFC 9421 section 2.2."""
@@ -419,7 +425,6 @@ def test_rejected_requests(tamper: Callable[[], HttpMessage], error: type[Except
     pytest.param("signature-input", 'sig1=("@method"', id="input-unterminated"),
     pytest.param("signature-input", 'sig1=("@METHOD");keyid="watcher"', id="uppercase-component"),
     pytest.param("signature-input", "sig1=(@method)", id="unquoted-component"),
-    pytest.param("signature-input", 'sig1=(), sig1=()', id="duplicate-label"),
     pytest.param("signature-input", "sig1=();created=1.5", id="decimal"),
     pytest.param("signature-input", "sig1=();created=1234567890123456", id="integer-16-digits"),
     pytest.param("signature-input", "sig1=(\"é\")", id="non-ascii"),
@@ -436,6 +441,44 @@ def test_malformed_headers_raise_auth_error(field: str, value: str) -> None:
     """Malformed structured fields are authentication failures, never crashes."""
     msg = with_fields(signed(), **{field: value})
     raises_exactly(AuthError, lambda: verify(msg))
+
+
+def _label_twice() -> HttpMessage:
+    msg = signed()
+    sig_input, sig = msg.headers["signature-input"], msg.headers["signature"]
+    return with_fields(msg, signature_input=f"{sig_input}, {sig_input}", signature=f"{sig}, {sig}")
+
+
+def _created_twice() -> HttpMessage:
+    msg = signed()
+    return with_fields(msg, signature_input=msg.headers["signature-input"] + f";created={NOW_S}")
+
+
+def _keyid_twice() -> HttpMessage:
+    msg = signed()
+    return with_fields(msg, signature_input=msg.headers["signature-input"] + ';keyid="watcher"')
+
+
+@pytest.mark.parametrize("tamper", [
+    pytest.param(_label_twice, id="label-twice-with-known-keyid"),
+    pytest.param(_created_twice, id="created-twice"),
+    pytest.param(_keyid_twice, id="keyid-twice"),
+])
+def test_duplicate_members_or_parameters_are_refused(tamper: Callable[[], HttpMessage]) -> None:
+    """A genuine request repeating a label, parameter or digest with the same value is refused.
+
+    Each duplicate repeats exactly what was signed, so nothing but the duplicate itself
+    can be the reason: RFC 8941 would let the last one win; this profile refuses.
+    """
+    verify(signed())  # the same request without the duplicate is accepted
+    raises_exactly(DuplicateKeyError, lambda: verify(tamper()))
+
+
+def test_duplicate_digest_member_is_refused() -> None:
+    """A Content-Digest naming sha-256 twice, both right, is refused for the duplicate."""
+    digest = content_digest(BODY)
+    check_content_digest(digest, BODY)
+    raises_exactly(DuplicateKeyError, lambda: check_content_digest(f"{digest}, {digest}", BODY))
 
 
 @pytest.mark.parametrize("components", [
@@ -503,6 +546,14 @@ def test_replayed_request_is_refused() -> None:
     store, msg = MemoryNonceStore(), signed()
     verify(msg, store)
     raises_exactly(ReplayError, lambda: verify(msg, store))
+
+
+def test_fresh_nonces_from_one_key_all_pass() -> None:
+    """Requests from one key with different nonces all verify against one store."""
+    store = MemoryNonceStore()
+    nonces = [NONCE, NONCE.replace("AB", "CD"), "0123456789abcdef"]
+    assert [verify(signed(nonce=n), store).nonce for n in nonces] == nonces
+    raises_exactly(ReplayError, lambda: verify(signed(nonce=nonces[1]), store))
 
 
 def test_nonce_is_scoped_per_keyid() -> None:
@@ -788,3 +839,199 @@ def test_key_constructors_check_length(raw: bytes) -> None:
     """Seeds and public keys must be exactly 32 bytes."""
     raises_exactly(ConfigError, lambda: Ed25519Signer(raw))
     raises_exactly(ConfigError, lambda: Ed25519PublicKey(raw))
+
+
+# --- edges of the crypto-free half (each pinned after a surviving mutant) ------------------
+
+
+def test_headers_trim_only_spaces_and_tabs() -> None:
+    """Field values lose surrounding SP and HTAB only (RFC 9421 2.1), nothing else."""
+    fields = Headers({"A": " \tXy X\t ", "B": "v\x0b", "C": "\x0cv"})
+    assert (fields["a"], fields["b"], fields["c"]) == ("Xy X", "v\x0b", "\x0cv")
+
+
+def test_headers_replacing_is_case_insensitive() -> None:
+    """replacing() overwrites the field whatever the case of its name, keeping one entry."""
+    fields = Headers({"Content-Digest": "old", "X": "1"}).replacing("CONTENT-DIGEST", "new")
+    assert dict(fields) == {"content-digest": "new", "x": "1"}
+
+
+def test_messages_coerce_plain_headers_and_bodies() -> None:
+    """HttpMessage/HttpResponse turn a plain dict and a bytearray into Headers and bytes."""
+    msg = HttpMessage("POST", URL, {"X-A": "1"}, bytearray(b"xy"))  # type: ignore[arg-type]
+    resp = HttpResponse(200, {"X-B": "2"}, memoryview(b"z"))  # type: ignore[arg-type]
+    assert isinstance(msg.headers, Headers)
+    assert msg.headers["x-a"] == "1"
+    assert type(msg.body) is bytes
+    assert msg.body == b"xy"
+    assert isinstance(resp.headers, Headers)
+    assert resp.headers["x-b"] == "2"
+    assert type(resp.body) is bytes
+    assert resp.body == b"z"
+
+
+@pytest.mark.parametrize(("status", "ok"), [(99, False), (100, True), (999, True), (1000, False)])
+def test_status_component_range(status: int, ok: bool) -> None:
+    """"@status" resolves for three-digit codes only."""
+    resp = HttpResponse(status, Headers())
+    if ok:
+        assert component_value(Item("@status"), resp) == str(status)
+    else:
+        raises_exactly(AuthError, lambda: component_value(Item("@status"), resp))
+
+
+SENT = Headers({"signature": "sig1=:" + "A" * 86 + "==:"})
+
+
+@pytest.mark.parametrize(("component", "msg", "request_fields"), [
+    pytest.param(Item("@method"), HttpResponse(200, Headers()), None, id="method-on-response"),
+    pytest.param(Item("@status", (("key", "a"),)), HttpResponse(200, Headers()), None,
+                 id="key-on-derived"),
+    pytest.param(Item("Content-Type"), request(), None, id="uppercase-field-name"),
+    pytest.param(Item(""), request(), None, id="empty-name"),
+    pytest.param(Item(1), request(), None, id="integer-name"),
+    pytest.param(Item(b"x"), request(), None, id="bytes-name"),
+    pytest.param(Item("signature", (("req", True), ("key", "sig1"))),
+                 HttpResponse(200, Headers()), None, id="req-without-request"),
+    pytest.param(Item("signature", (("req", True), ("key", "sig1"))), request(), SENT,
+                 id="req-on-a-request"),
+    pytest.param(Item("signature", (("req", False), ("key", "sig1"))),
+                 HttpResponse(200, Headers()), SENT, id="req-false"),
+    pytest.param(Item("signature", (("req", True), ("key", "absent"))),
+                 HttpResponse(200, Headers()), SENT, id="absent-member"),
+    pytest.param(Item("signature", (("req", True), ("key", 1))),
+                 HttpResponse(200, Headers()), SENT, id="non-string-member-key"),
+])
+def test_unresolvable_component_raises_auth_error(
+        component: Item, msg: HttpMessage | HttpResponse, request_fields: Headers | None) -> None:
+    """Each component that cannot be resolved raises AuthError itself, called directly."""
+    raises_exactly(AuthError, lambda: component_value(component, msg, request_fields))
+
+
+@pytest.mark.parametrize("fields", [
+    pytest.param({"signature-input": 'sig1=();keyid="watcher"'}, id="signature-missing"),
+    pytest.param({"signature": "sig1=:" + "A" * 86 + "==:"}, id="signature-input-missing"),
+])
+def test_select_signature_needs_both_fields(fields: dict[str, str]) -> None:
+    """Without either Signature-Input or Signature, selection raises AuthError itself."""
+    raises_exactly(AuthError, lambda: select_signature(Headers(fields), "watcher".__eq__))
+
+
+def test_every_signature_member_must_be_bytes() -> None:
+    """A genuine request whose Signature also carries a non-byte member is refused."""
+    msg = signed()
+    verify(msg)
+    for extra in ("other=1", 'other="x"', "other=(:AA==:)"):
+        tampered = with_fields(msg, signature=msg.headers["signature"] + ", " + extra)
+        raises_exactly(AuthError, lambda m=tampered: verify(m))  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(("params", "error"), [
+    pytest.param((("created", "1"), ("nonce", NONCE)), AuthError, id="created-string"),
+    pytest.param((("created", True), ("nonce", NONCE)), AuthError, id="created-boolean"),
+    pytest.param((("created", NOW_S), ("nonce", NONCE), ("expires", NOW_S - 1)),
+                 StaleRequestError, id="expired-one-second-ago"),
+    pytest.param((("created", NOW_S), ("nonce", NONCE), ("expires", "x")),
+                 StaleRequestError, id="expires-not-an-integer"),
+])
+def test_check_params_refusals(params: tuple[tuple[str, object], ...],
+                               error: type[Exception]) -> None:
+    """created must be an integer (not a boolean); expires an integer not in the past."""
+    raises_exactly(error, lambda: check_params(params, NOW_S, 30, need_nonce=True))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("expires", [NOW_S, NOW_S + 10])
+def test_check_params_accepts_expires_now_or_later(expires: int) -> None:
+    """An expires of now or later is accepted, and created and nonce are returned."""
+    params = (("created", NOW_S), ("nonce", NONCE), ("expires", expires))
+    assert check_params(params, NOW_S, 30, need_nonce=True) == (NOW_S, NONCE)
+
+
+@pytest.mark.parametrize("value", ["sha-256=abc", 'sha-256="x"', "sha-256=(:AA==:)",
+                                   f"sha-256=:{SHA256}:, sha-512=abc"])
+def test_digest_members_must_be_byte_sequences(value: str) -> None:
+    """A sha-256 or sha-512 member that is not a byte sequence raises AuthError itself."""
+    raises_exactly(AuthError, lambda: check_content_digest(value, BODY))
+
+
+# --- edges of the keyed half (each pinned after a surviving mutant) ------------------------
+
+
+def test_public_keys_compare_and_hash_by_value() -> None:
+    """Equal keys are equal and hash alike; different keys are different."""
+    again = Ed25519PublicKey(WATCHER.public_key.raw)
+    assert again == WATCHER.public_key
+    assert hash(again) == hash(WATCHER.public_key)
+    assert len({again, WATCHER.public_key, SIGNER.public_key}) == 2
+    assert WATCHER.public_key != SIGNER.public_key
+    assert WATCHER.public_key != WATCHER.public_key.raw
+
+
+def test_key_files_with_crlf_line_ending_load(tmp_path: Path) -> None:
+    """A key file written with a CRLF line ending (an editor on Windows) still loads."""
+    private = write(tmp_path / "w.key", (SEED_B64 + "\r\n").encode(), 0o600)
+    public = write(tmp_path / "w.pub", (WATCHER.public_key.to_base64() + "\r\n").encode(), 0o644)
+    assert load_private_key(private).public_key == WATCHER.public_key
+    assert load_public_key(public) == WATCHER.public_key
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o755, 0o645, 0o444])
+def test_public_key_may_be_readable_and_executable(tmp_path: Path, mode: int) -> None:
+    """A public key file is refused only when others may write it, not for r or x bits."""
+    path = write(tmp_path / "w.pub", WATCHER.public_key.to_base64().encode(), mode)
+    assert load_public_key(path) == WATCHER.public_key
+
+
+def test_generate_keypair_cleans_up_when_the_public_file_fails(tmp_path: Path) -> None:
+    """If the public file cannot be created, the private one is removed and ConfigError raised."""
+    with pytest.raises(ConfigError) as caught:
+        generate_keypair(tmp_path / "w.key", tmp_path / "missing-dir" / "w.pub")
+    assert "cannot create key file" in str(caught.value)
+    assert not (tmp_path / "w.key").exists()
+
+
+def test_signed_headers_for_names_and_explicit_nonce() -> None:
+    """signed_headers_for returns exactly the four canonical names and uses a given nonce."""
+    headers = signed_headers_for("POST", URL, BODY, "application/json", WATCHER, "watcher", NOW,
+                                 nonce=NONCE)
+    assert set(headers) == {"Content-Type", "Content-Digest", "Signature-Input", "Signature"}
+    assert f';nonce="{NONCE}";' in headers["Signature-Input"]
+
+
+def test_verified_request_carries_method_and_target() -> None:
+    """The VerifiedRequest names the method and target URI that were verified."""
+    verified = verify(signed())
+    assert (verified.method, verified.target_uri, verified.body) == ("POST", URL, BODY)
+
+
+def test_sign_response_uses_a_given_nonce() -> None:
+    """sign_response puts an explicit nonce into the answer's Signature-Input."""
+    resp = HttpResponse(200, Headers(), b"{}")
+    added = sign_response(resp, verify(signed()), SIGNER, NOW, nonce=NONCE)
+    assert f';nonce="{NONCE}";' in added["Signature-Input"]
+
+
+def test_answer_without_nonce_is_accepted() -> None:
+    """An answer bound to our request needs created but no nonce of its own (RFC 9421 2.3)."""
+    sent = signed()
+    resp = raw_sign(HttpResponse(200, Headers(), b"{}"),
+                    ("@status", "content-digest", '"signature";req;key="sig1"'),
+                    (("created", NOW_S), ("keyid", "signer"), ("alg", "ed25519")),
+                    key=SIGNER, sent=sent.headers)
+    assert isinstance(resp, HttpResponse)
+    check_answer(resp, sent)
+
+
+@pytest.mark.parametrize("binding", [
+    pytest.param('"signature-input";req;key="sig1"', id="request-signature-input-member"),
+    pytest.param('"content-digest";req', id="request-digest"),
+    pytest.param('"signature";key="sig1"', id="signature-without-req"),
+])
+def test_answer_bound_to_anything_but_our_signature_is_refused(binding: str) -> None:
+    """An answer must cover our request's Signature member; other request parts do not bind."""
+    sent = signed()
+    resp = HttpResponse(200, Headers({"signature": "sig1=:" + "A" * 86 + "==:"}), b"{}")
+    out = raw_sign(resp, ("@status", "content-digest", binding),
+                   (("created", NOW_S), ("keyid", "signer")), key=SIGNER, sent=sent.headers)
+    assert isinstance(out, HttpResponse)
+    raises_exactly(AuthError, lambda: check_answer(out, sent))

@@ -380,3 +380,124 @@ def test_rate_limit_holds_over_any_timeline(policy: PolicyConfig, steps: list[in
     for t in times:
         assert sum(1 for u in times if t - policy.window < u <= t) <= policy.max_switches
     assert all(b - a >= policy.cooldown for a, b in itertools.pairwise(times))
+
+
+# ---- rotation over several confirmed switches: rounds, max_rounds, on_exhausted ------------
+
+
+def _run_rotation(policy: PolicyConfig, steps: int) -> tuple[list[Any], History]:
+    """Ask, decide and confirm ``steps`` times in a row, each after fresh misses and an hour.
+
+    Returns every decision and the history after the last confirmed one; stops at the
+    first decision that is not a Switch.
+    """
+    history = make_history(baseline_missed=10, armed_key=PRIMARY)
+    key, missed, now = PRIMARY, 10, NOW
+    decisions: list[Any] = []
+    for _ in range(steps):
+        missed += policy.min_missed
+        now += 61 * MIN  # past the cooldown and the rate-limit window
+        chain = make_chain(key=key, total_missed=missed)
+        decision = decide(make_ask(failing_key=key, observed_total_missed=missed), chain,
+                          history, policy, now)
+        decisions.append(decision)
+        if not isinstance(decision, Switch):
+            break
+        key = decision.target_key
+        history = rearm(history, make_chain(key=key, total_missed=missed), decision, now)
+    return decisions, history
+
+
+def test_wrap_around_advances_rounds_when_confirmed() -> None:
+    """Primary → backup1 → backup2 → primary: the confirmed wrap-around makes rounds 1."""
+    decisions, history = _run_rotation(make_policy(max_rounds=1), 3)
+    assert [(d.target_key, d.new_rounds) for d in decisions] == [
+        (BACKUP1, 0), (BACKUP2, 0), (PRIMARY, 1)]
+    assert (history.armed_key, history.rounds) == (PRIMARY, 1)
+    assert len(history.switch_times) == 3
+
+
+@pytest.mark.parametrize(("max_rounds", "switches"), [(0, 2), (1, 5), (2, 8)])
+def test_max_rounds_then_hold_after_real_wrap_arounds(max_rounds: int, switches: int) -> None:
+    """After max_rounds confirmed wrap-arounds the next wrap is refused (hold) with an alert."""
+    decisions, history = _run_rotation(make_policy(max_rounds=max_rounds), 20)
+    assert all(isinstance(d, Switch) for d in decisions[:-1])
+    assert len(decisions) - 1 == switches
+    assert history.rounds == max_rounds
+    last = decisions[-1]
+    assert isinstance(last, Refuse)
+    assert (last.rule, last.alert, last.status) == ("exhausted", True, 409)
+    assert f"after {max_rounds} round(s) of 3 key(s)" in last.reason
+
+
+def test_max_rounds_then_disable_after_real_wrap_arounds() -> None:
+    """With on_exhausted = 'disable', the wrap past max_rounds sets the null key."""
+    decisions, history = _run_rotation(make_policy(max_rounds=1, on_exhausted="disable"), 20)
+    assert len(decisions) == 6
+    assert isinstance(decisions[-1], Disable)
+    assert history.rounds == 1
+    assert history.armed_key == BACKUP2
+
+
+def test_operator_arm_restarts_an_exhausted_rotation() -> None:
+    """After exhaustion, an operator's arm sets rounds to 0 and the rotation works again."""
+    decisions, history = _run_rotation(make_policy(max_rounds=0), 20)
+    assert isinstance(decisions[-1], Refuse)
+    chain = make_chain(key=BACKUP2, total_missed=30)
+    rearmed = arm(chain, history)
+    later = NOW + 24 * 60 * MIN
+    decision = decide(make_ask(failing_key=BACKUP2, observed_total_missed=32),
+                      make_chain(key=BACKUP2, total_missed=32), rearmed,
+                      make_policy(max_rounds=1), later)
+    assert decision == Switch(PRIMARY, 1, decision.reason)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("state", "later", "verdict", "by", "decided_by"), [
+    pytest.param(MANUAL, MIN, "approve", "operator", "operator", id="manual_approved"),
+    pytest.param(MANUAL, MIN, "deny", "operator2", "operator2", id="manual_denied"),
+    pytest.param(MANUAL, 11 * MIN, "deny", "operator", "operator", id="deny_after_expiry"),
+    pytest.param(VETO, MIN, "approve", "operator", "operator", id="veto_approved_early"),
+    pytest.param(VETO, MIN, "deny", "operator", "operator", id="veto_denied"),
+    pytest.param(MANUAL, 11 * MIN, "approve", "operator", None, id="approval_too_late"),
+    pytest.param(MANUAL, 11 * MIN, None, None, None, id="expired_by_time"),
+    pytest.param(MANUAL, MIN, None, None, None, id="still_pending"),
+    pytest.param(VETO, 2 * MIN, None, None, None, id="veto_due_by_time"),
+    pytest.param(replace(MANUAL, status="approved", decided_by="op"), MIN, None, None, "op",
+                 id="final_keeps_decider"),
+])
+def test_verdict_records_who_decided(state: Approval, later: timedelta, verdict: Any,
+                                     by: str | None, decided_by: str | None) -> None:
+    """An operator's verdict records who gave it; time alone never names a decider."""
+    assert resolve_pending(state, NOW + later, verdict, by).decided_by == decided_by
+
+
+def test_approval_plan_records_the_requester() -> None:
+    """Every approval plan keeps who asked, so that requester cannot approve it later."""
+    for mode in ("auto", "manual", "veto"):
+        plan = approval_plan(make_policy(approval=mode), NOW, "watcher")
+        assert (plan.requested_by, plan.decided_by) == ("watcher", None)
+
+
+def test_node_keys_are_kept_as_a_tuple() -> None:
+    """Keys given as a list are stored as an (immutable, hashable) tuple."""
+    policy = make_policy(node_keys=list(KEYS))
+    assert policy.node_keys == KEYS
+    assert isinstance(policy.node_keys, tuple)
+
+
+@pytest.mark.parametrize(("key", "ok"), [("STM", False), ("STMa", True), ("stm" + "5" * 50, False)])
+def test_node_key_prefix_check(key: str, ok: bool) -> None:
+    """A node key is at least the STM prefix plus one character (the chain checks the rest)."""
+    if ok:
+        assert make_policy(node_keys=(key,)).node_keys == (key,)
+    else:
+        with pytest.raises(ConfigError) as caught:
+            make_policy(node_keys=(key,))
+        assert caught.value.field == "node_keys"
+
+
+def test_approval_plan_without_requester_names_nobody() -> None:
+    """A plan made without a requester records none, so no client is barred from approving."""
+    plan = approval_plan(make_policy(approval="manual"), NOW)
+    assert plan.requested_by == ""
+    assert resolve_pending(plan, NOW + MIN, "approve", "operator").status == "approved"
