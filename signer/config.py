@@ -38,7 +38,8 @@ _MAX_ENV_FILE_BYTES = 65536
 # the nearest valid name (a typo must not leave a policy at its default).
 _TABLES: dict[str, tuple[str, ...]] = {
     "signer": ("host", "port", "threads", "max_body_bytes", "tls_cert", "tls_key", "state_dir",
-               "signer_key", "max_skew_s"),
+               "signer_key", "max_skew_s", "header_timeout_s", "body_timeout_s",
+               "max_connections", "max_connections_per_source"),
     "chain": ("name", "nodes", "quorum", "timeout_s", "stale_after_s", "tx_expiration_s",
               "confirm_timeout_s"),
     "witness": ("account", "key_mode", "keys"),

@@ -19,10 +19,9 @@ import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.devnet_proc import RunningDevnet, running_devnet
-from support.services import running_signer
 from werkzeug.serving import make_server
 
+from drill.services import RunningDevnet, running_devnet, running_signer
 from shared.httpsig import load_private_key, signed_headers_for
 from signer.app import build_service
 from signer.config import SignerConfig
