@@ -248,7 +248,7 @@ class Watcher:
         log.info("signer: request %s is %s %s", rid, answer.state, answer.detail)
         if answer.state == "confirmed":
             self.state = with_confirmed(self.state, answer.target_key, answer.tx_id,
-                                        self.settings.policy, now)
+                                        self.settings.policy, now, block_num=answer.block_num)
             block = "" if answer.block_num is None else f" in block {answer.block_num}"
             self._notify("switch_confirmed", f"{account}: signing key switched to "
                          f"{answer.target_key}, tx {answer.tx_id}{block}; request {rid}")

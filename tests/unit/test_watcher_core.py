@@ -52,7 +52,9 @@ def obs(*nodes: NodeView, failed: int = 0) -> Observation:
 
 REQUESTED = replace(ARMED, phase="requested", request_id="r" * 32, request_body="{}",
                     request_observed=12)
-SWITCHED = replace(ARMED, phase="switched", expected_key=BACKUP, switches=1)
+# Switched in block 101 on a request based on total_missed 12; the nodes below are at #100.
+SWITCHED = replace(ARMED, phase="switched", expected_key=BACKUP, switches=1, request_observed=12,
+                   switch_block=101)
 
 
 @pytest.mark.parametrize(("observation", "state", "policy", "expected"), [
@@ -79,7 +81,7 @@ SWITCHED = replace(ARMED, phase="switched", expected_key=BACKUP, switches=1)
     pytest.param(obs(node(0, missed=12, key=BACKUP), node(1, missed=12)), ARMED, POLICY_Q2, Hold,
                  id="nodes-disagree-on-key"),
     pytest.param(obs(node(0, missed=20)), REQUESTED, POLICY, Hold, id="one-outstanding-request"),
-    pytest.param(obs(node(0, missed=20)), SWITCHED, POLICY, Hold,
+    pytest.param(obs(node(0, missed=13)), SWITCHED, POLICY, Hold,
                  id="switched-waits-for-new-key"),
     pytest.param(obs(node(0, missed=20)), replace(ARMED, phase="stopped"), POLICY, Hold,
                  id="one-shot-stopped"),

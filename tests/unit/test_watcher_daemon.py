@@ -108,9 +108,12 @@ class Recorder:
         return [e for e, _ in self.sent]
 
 
+SWITCH_BLOCK = 10_000  # beyond the fake nodes' heads: they have not applied the switch yet
+
+
 def answer(state: str, status: int = 200, **extra: object) -> SignerAnswer:
     """A verified signer answer."""
-    return SignerAnswer(status, state, "sig-" + "1" * 28, BACKUP, "ab" * 20, 7,
+    return SignerAnswer(status, state, "sig-" + "1" * 28, BACKUP, "ab" * 20, SWITCH_BLOCK,
                         str(extra.get("detail", "")), {"state": state, **extra})
 
 
