@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from watcher.core import (
     Alert,
+    AlertKind,
     Decision,
     FailOver,
     Hold,
@@ -208,3 +209,96 @@ def test_never_fail_over_below_threshold(nodes: list[NodeView], state: WatchStat
     capped = [replace(n, total_missed=min(n.total_missed, limit - 1)) if n.fresh else n
               for n in nodes]
     assert not isinstance(decide(obs(*capped), state, policy, NOW), FailOver)
+
+
+# ---- rules around the decisions (issue 10: surviving mutants, the switched trap) --------
+
+FOREIGN = "STM" + "F" * 50
+
+
+def test_first_arm_is_not_a_key_change() -> None:
+    """Arming for the first time is expected: it must not raise a key_changed alert."""
+    decision = decide(obs(node(0, missed=12)), WatchState(), POLICY, NOW)
+    assert decision == Rearm(PRIMARY, 12, f"armed on {PRIMARY} at total_missed 12",
+                             expected=True)
+
+
+def test_foreign_key_after_a_switch_is_unexpected() -> None:
+    """After our switch to BACKUP, a third key on chain is someone else's doing: alert."""
+    decision = decide(obs(node(0, missed=12, key=FOREIGN)), SWITCHED, POLICY, NOW)
+    assert isinstance(decision, Rearm)
+    assert (decision.key, decision.expected) == (FOREIGN, False)
+
+
+def test_key_change_while_a_request_is_outstanding_is_expected() -> None:
+    """The key moving while our request is out is the signer's switch landing first."""
+    decision = decide(obs(node(0, missed=12, key=BACKUP)), REQUESTED, POLICY, NOW)
+    assert isinstance(decision, Rearm)
+    assert decision.expected
+
+
+@pytest.mark.parametrize(("kind", "before", "after"), [
+    pytest.param("rpc_unhealthy", None, "rpc_unhealthy", id="rpc-condition-starts"),
+    pytest.param("chain_halted", "rpc_unhealthy", "chain_halted", id="halt-condition-starts"),
+    pytest.param("signer_unreachable", "chain_halted", "chain_halted",
+                 id="signer-alert-keeps-the-condition"),
+    pytest.param("switch_failed", None, None, id="event-alert-is-no-condition"),
+])
+def test_alert_sets_only_condition_kinds(kind: AlertKind, before: str | None,
+                                         after: str | None) -> None:
+    """Only RPC and halt alerts are conditions (ended by a "recovered"); others leave it be."""
+    state = after_decision(replace(ARMED, condition=before), Alert(kind, "text"), NOW)
+    assert state.condition == after
+    assert state.alerted == {kind: NOW}
+
+
+def test_hold_carries_or_clears_the_condition() -> None:
+    """A Hold keeps the condition it names and clears it when it names none (recovery)."""
+    halted = replace(ARMED, condition="chain_halted")
+    assert after_decision(halted, Hold("still", condition="chain_halted"),
+                          NOW).condition == "chain_halted"
+    assert after_decision(halted, Hold("fine"), NOW).condition is None
+
+
+def test_pending_keeps_the_signers_request_id() -> None:
+    """A pending answer records the signer's request id, which later GETs ask about."""
+    state = with_pending(REQUESTED, "signer-id-" + "7" * 22)
+    assert (state.phase, state.request_id) == ("pending", "signer-id-" + "7" * 22)
+    assert state.request_body == REQUESTED.request_body
+
+
+def test_confirmed_records_the_switch_block() -> None:
+    """A confirmed switch remembers its block: nodes past it must show the new key."""
+    state = with_confirmed(REQUESTED, BACKUP, "ab" * 20, POLICY, NOW, block_num=321)
+    assert (state.phase, state.switch_block, state.last_tx_id) == ("switched", 321, "ab" * 20)
+
+
+@pytest.mark.parametrize(("nodes", "state", "policy"), [
+    pytest.param((node(0, missed=12, head=101),), SWITCHED, POLICY, id="node-past-switch-block"),
+    pytest.param((node(0, missed=14, head=100),), replace(SWITCHED, switch_block=None), POLICY,
+                 id="no-block-known-old-key-missing-again"),
+    pytest.param((node(0, missed=14, head=100),), SWITCHED, POLICY,
+                 id="old-key-missing-again-before-the-block"),
+    pytest.param((node(0, missed=12, head=101), node(1, missed=12, head=102)), SWITCHED,
+                 POLICY_Q2, id="quorum-past-switch-block"),
+])
+def test_switched_back_before_seen_alerts_and_rearms(nodes: tuple[NodeView, ...],
+                                                     state: WatchState, policy: Policy) -> None:
+    """The old key back after our switch is not waited on for ever: re-arm on it and alert."""
+    decision = decide(obs(*nodes), state, policy, NOW)
+    assert isinstance(decision, Rearm)
+    assert (decision.key, decision.expected) == (PRIMARY, False)
+    assert decision.baseline_missed == 12  # the misses the request was based on are handled
+    rearmed = after_decision(state, decision, NOW)
+    more = decide(obs(*(replace(n, total_missed=14) for n in nodes)), rearmed, policy, NOW)
+    assert isinstance(more, FailOver)  # two new misses on the old key: ask again
+
+
+@pytest.mark.parametrize(("nodes", "policy"), [
+    pytest.param((node(0, missed=13, head=100),), POLICY, id="node-before-switch-block"),
+    pytest.param((node(0, missed=12, head=101), node(1, missed=12, head=100)), POLICY_Q2,
+                 id="only-one-of-quorum-two-past-the-block"),
+])
+def test_switched_waits_while_nodes_lag(nodes: tuple[NodeView, ...], policy: Policy) -> None:
+    """Nodes that have not applied the switch block yet are waited for, silently."""
+    assert isinstance(decide(obs(*nodes), SWITCHED, policy, NOW), Hold)
