@@ -104,7 +104,7 @@ class SlotClock:
             return replace(self, polled_at=at)
         new = replace(self, last_aslot=aslot, polled_at=at, late=())
         origin = at - aslot * self.interval_s
-        before = self.polled_at if self.last_aslot >= 0 else None
+        before = self.polled_at  # None until the first poll
         if before is not None and 0 <= at - before <= _EARLY * self.interval_s:
             # Not there at the last poll, there at this one: the block showed in between.
             floor = before - aslot * self.interval_s

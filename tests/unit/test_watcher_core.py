@@ -302,3 +302,54 @@ def test_switched_back_before_seen_alerts_and_rearms(nodes: tuple[NodeView, ...]
 def test_switched_waits_while_nodes_lag(nodes: tuple[NodeView, ...], policy: Policy) -> None:
     """Nodes that have not applied the switch block yet are waited for, silently."""
     assert isinstance(decide(obs(*nodes), SWITCHED, policy, NOW), Hold)
+
+
+LATER = NOW + timedelta(minutes=5)
+PENDING = replace(REQUESTED, phase="pending", requested_at=NOW, condition="rpc_unhealthy")
+
+
+@pytest.mark.parametrize(("result", "expected"), [
+    pytest.param(after_decision(PENDING, Rearm(BACKUP, 14, "moved", expected=True), LATER),
+                 WatchState(phase="armed", armed_key=BACKUP, baseline_missed=14, armed_at=LATER),
+                 id="rearm-forgets-the-request"),
+    pytest.param(after_decision(replace(SWITCHED, condition="chain_halted"),
+                                FailOver("x", PRIMARY, 12), LATER),
+                 SWITCHED, id="failover-only-clears-the-condition"),
+    pytest.param(with_request(replace(ARMED, condition="rpc_unhealthy"), "r" * 32, "{}", 12,
+                              LATER),
+                 replace(ARMED, phase="requested", request_id="r" * 32, request_body="{}",
+                         requested_at=LATER, request_observed=12), id="request"),
+    pytest.param(with_confirmed(PENDING, BACKUP, "ab" * 20, POLICY, LATER, block_num=7),
+                 replace(PENDING, phase="switched", expected_key=BACKUP, switch_block=7,
+                         last_switch_at=LATER, last_tx_id="ab" * 20, switches=1, request_id=None,
+                         request_body=None, requested_at=None), id="confirmed"),
+    pytest.param(with_closed(PENDING, LATER),
+                 replace(ARMED, baseline_missed=12, armed_at=LATER, condition="rpc_unhealthy"),
+                 id="closed"),
+])
+def test_transitions_set_every_field(result: WatchState, expected: WatchState) -> None:
+    """Each transition leaves exactly the fields it should: no stale request, times set."""
+    assert result == expected
+
+
+@pytest.mark.parametrize(("observation", "policy", "kind"), [
+    pytest.param(obs(node(0, fresh=False, head=90), node(1, fresh=False, head=100)), POLICY,
+                 "rpc_unhealthy", id="stale-on-different-heads-is-no-halt"),
+    pytest.param(obs(node(0, fresh=False, head=100), node(1, fresh=False, head=100),
+                     node(2, fresh=False, head=90)), POLICY, "chain_halted",
+                 id="two-of-three-stuck-together-is-a-halt"),
+    pytest.param(obs(node(0, missed=99), node(1, fresh=False)), POLICY_Q2, "rpc_unhealthy",
+                 id="fewer-fresh-than-quorum"),
+])
+def test_condition_kind_and_repeat(observation: Observation, policy: Policy, kind: str) -> None:
+    """Each unhealthy view names its condition, and repeating it within the interval holds."""
+    first = decide(observation, ARMED, policy, NOW)
+    assert isinstance(first, Alert)
+    assert first.kind == kind
+    again = decide(observation, after_decision(ARMED, first, NOW), policy, LATER)
+    assert again == Hold(first.text, condition=kind)
+
+
+def test_quorum_missed_needs_quorum_values() -> None:
+    """Fewer nodes on the key than the quorum agree on nothing."""
+    assert quorum_missed((node(0, missed=15),), PRIMARY, 2) is None

@@ -113,6 +113,11 @@ def _clock_at_slot_100() -> SlotClock:
                  id="just-before-the-block-after-slot"),
     pytest.param(0.0, 100, 50, Schedule(ROUND, 51), 1 * 3 - 0.75, id="after-the-reshuffle"),
     pytest.param(9.5, 100, 50, Schedule(ROUND, 60), 9.5 + 0.3, id="due-look-again-at-once"),
+    pytest.param(10.0, 100, 50, Schedule(ROUND, 60), 10 + 1.5,
+                 id="visible-after-passed-every-half-slot"),
+    pytest.param(24.0, 100, 50, Schedule(ROUND, 60), 24 + 3, id="stale-after-reached-every-slot"),
+    pytest.param(0.0, 100, 60, Schedule(ROUND, 60), 3, id="schedule-stale-at-its-shuffle-block"),
+    pytest.param(0.0, None, 50, Schedule(ROUND, 60), 3, id="no-head-slot"),
     pytest.param(0.0, 100, 50, None, 3, id="schedule-unknown"),
     pytest.param(0.0, None, None, Schedule(ROUND, 60), 3, id="no-fresh-head"),
     pytest.param(12.0, 100, 50, Schedule(ROUND, 60), 12 + 1.5, id="overdue-look-soon"),
@@ -279,7 +284,7 @@ def test_poll_lag_after_a_shift_is_as_without(chain: SimChain) -> None:
 def test_unsettled_clock_polls_every_min_gap() -> None:
     """Until one sighting is tight the watcher looks every tenth of a slot for the next block."""
     clock = SlotClock(3.0).observe(100, T0)
-    assert not clock.settled
+    assert clock.settled is False
     plan = plan_next_poll(T0, head_aslot=100, head_block_number=50, schedule=Schedule(ROUND, 60),
                           account="alice", clock=clock, timing=TIMING)
     assert plan.at == T0 + timedelta(seconds=0.3)
@@ -305,3 +310,52 @@ def test_tight_sighting_corrects_an_estimate_proved_too_early() -> None:
     clock = clock.observe(100, T0 + timedelta(seconds=2.8)).observe(101, T0 + timedelta(seconds=3))
     assert clock.settled
     assert clock.slot_start(102) == T0 + timedelta(seconds=6)
+
+
+@pytest.mark.parametrize("gap_s", [
+    pytest.param(0.0, id="same-clock-reading"),
+    pytest.param(0.2, id="fifth-of-a-second"),
+    pytest.param(0.75, id="exactly-a-quarter-slot"),
+])
+def test_consecutive_new_heads_close_together_are_tight(gap_s: float) -> None:
+    """A new head within a quarter slot of the poll that saw the previous one settles the clock."""
+    clock = SlotClock(3.0).observe(99, T0 - timedelta(seconds=gap_s)).observe(100, T0)
+    assert clock.settled is True
+    assert clock.slot_start(101) == T0 + timedelta(seconds=3)
+
+
+def test_new_head_after_more_than_a_quarter_slot_is_not_tight() -> None:
+    """A block seen 0.8 s after the last poll may have shown any time in between: not tight."""
+    clock = SlotClock(3.0).observe(99, T0 - timedelta(seconds=0.8)).observe(100, T0)
+    assert clock.settled is False
+
+
+def test_tight_sighting_keeps_an_estimate_it_does_not_contradict() -> None:
+    """Not there at its estimated start, there 0.5 s later: the earlier estimate stands, settled."""
+    clock = SlotClock(3.0).observe(100, T0)  # one loose sighting: slot 101 at T0 + 3
+    clock = clock.observe(100, T0 + timedelta(seconds=3)).observe(101, T0 + timedelta(seconds=3.5))
+    assert clock.settled is True
+    assert clock.slot_start(102) == T0 + timedelta(seconds=6)
+
+
+def test_settled_clock_takes_a_slightly_earlier_sighting_and_stays_settled() -> None:
+    """A sighting up to two slots earlier refines the estimate; beyond that it is a step back."""
+    settled = _clock_at_slot_100()
+    refined = settled.observe(101, T0 + timedelta(seconds=3 - 1))
+    assert (refined.settled, refined.slot_start(102)) == (True, T0 + timedelta(seconds=5))
+    edge = settled.observe(101, T0 + timedelta(seconds=3 - 6))
+    assert (edge.settled, edge.slot_start(102)) == (True, T0)
+    stepped = settled.observe(101, T0 + timedelta(seconds=3 - 6.5))
+    assert (stepped.settled, stepped.slot_start(102)) == (False, T0 - timedelta(seconds=0.5))
+
+
+def test_replaced_estimate_is_unsettled() -> None:
+    """Two contradicting sightings replace the estimate, which must then settle again."""
+    clock = _sighted(_clock_at_slot_100(), 101, 2, 3.0 + 30)
+    assert clock.settled is False
+    assert clock.slot_start(110) == T0 + timedelta(seconds=60)
+
+
+def test_parse_schedule_edges() -> None:
+    """One scheduled witness and a shuffle at block 0 (a fresh chain) are valid."""
+    assert parse_schedule(schedule_doc(["a"], 1, 0)) == Schedule(("a",), 0)
