@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -308,28 +309,31 @@ LATER = NOW + timedelta(minutes=5)
 PENDING = replace(REQUESTED, phase="pending", requested_at=NOW, condition="rpc_unhealthy")
 
 
-@pytest.mark.parametrize(("result", "expected"), [
-    pytest.param(after_decision(PENDING, Rearm(BACKUP, 14, "moved", expected=True), LATER),
+# Callables: a transition must run inside the test, not when the module is collected.
+@pytest.mark.parametrize(("transition", "expected"), [
+    pytest.param(lambda: after_decision(PENDING, Rearm(BACKUP, 14, "moved", expected=True),
+                                        LATER),
                  WatchState(phase="armed", armed_key=BACKUP, baseline_missed=14, armed_at=LATER),
                  id="rearm-forgets-the-request"),
-    pytest.param(after_decision(replace(SWITCHED, condition="chain_halted"),
-                                FailOver("x", PRIMARY, 12), LATER),
+    pytest.param(lambda: after_decision(replace(SWITCHED, condition="chain_halted"),
+                                        FailOver("x", PRIMARY, 12), LATER),
                  SWITCHED, id="failover-only-clears-the-condition"),
-    pytest.param(with_request(replace(ARMED, condition="rpc_unhealthy"), "r" * 32, "{}", 12,
-                              LATER),
+    pytest.param(lambda: with_request(replace(ARMED, condition="rpc_unhealthy"), "r" * 32, "{}",
+                                      12, LATER),
                  replace(ARMED, phase="requested", request_id="r" * 32, request_body="{}",
                          requested_at=LATER, request_observed=12), id="request"),
-    pytest.param(with_confirmed(PENDING, BACKUP, "ab" * 20, POLICY, LATER, block_num=7),
+    pytest.param(lambda: with_confirmed(PENDING, BACKUP, "ab" * 20, POLICY, LATER, block_num=7),
                  replace(PENDING, phase="switched", expected_key=BACKUP, switch_block=7,
                          last_switch_at=LATER, last_tx_id="ab" * 20, switches=1, request_id=None,
                          request_body=None, requested_at=None), id="confirmed"),
-    pytest.param(with_closed(PENDING, LATER),
+    pytest.param(lambda: with_closed(PENDING, LATER),
                  replace(ARMED, baseline_missed=12, armed_at=LATER, condition="rpc_unhealthy"),
                  id="closed"),
 ])
-def test_transitions_set_every_field(result: WatchState, expected: WatchState) -> None:
+def test_transitions_set_every_field(transition: Callable[[], WatchState],
+                                     expected: WatchState) -> None:
     """Each transition leaves exactly the fields it should: no stale request, times set."""
-    assert result == expected
+    assert transition() == expected
 
 
 @pytest.mark.parametrize(("observation", "policy", "kind"), [
