@@ -124,7 +124,7 @@ def settings_of(config: WatcherConfig, *, dry_run: bool = False) -> Settings:
     return Settings(account=config.account, policy=config.policy, timing=config.timing,
                     dry_run=dry_run or config.dry_run,
                     signer_retry_interval_s=config.signer_retry_interval_s,
-                    follow_timeout_s=config.follow_timeout_s)
+                    follow_timeout_s=config.follow_timeout_s, fail_point=config.fail_point)
 
 
 @dataclass

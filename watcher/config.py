@@ -29,6 +29,9 @@ from watcher.schedule import Timing
 ENV_RPC_NODES: Final = "WITNESS_WATCHER_RPC_NODES"  # comma-separated, replaces watcher.rpc_nodes
 ENV_SIGNER_URL: Final = "WITNESS_WATCHER_SIGNER_URL"  # replaces signer.url
 ENV_STATE_DIR: Final = "WITNESS_WATCHER_STATE_DIR"  # replaces watcher.state_dir
+# Crash tests only: the watcher SIGKILLs itself at this step of a failover. Off when unset.
+ENV_FAIL_POINT: Final = "WITNESS_WATCHER_FAIL_POINT"
+FAIL_POINTS: Final = ("decided", "request_saved", "request_sent", "answered", "state_saved")
 # The .env names, as the seed script used them (TWILIO_TO: comma-separated numbers).
 TWILIO_ENV_NAMES: Final = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FROM", "TWILIO_TO")
 _MAX_ENV_FILE_BYTES: Final = 65536
@@ -106,6 +109,7 @@ class WatcherConfig:
     alert_min_interval: timedelta
     alert_max_per_hour: int
     twilio: TwilioSettings | None
+    fail_point: str | None = None  # from ENV_FAIL_POINT: crash tests only
     _environ: Mapping[str, str] = field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
@@ -255,6 +259,10 @@ def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
             raise f.fail("metrics.host", "must be a loopback address")
         metrics_port = f.int("metrics.port", lo=0, hi=65535)
     f.section("alerts", ("min_interval_s", "max_per_hour"))
+    fail_point = env.get(ENV_FAIL_POINT) or None
+    if fail_point is not None and fail_point not in FAIL_POINTS:
+        raise ConfigError(f"{ENV_FAIL_POINT}={fail_point!r} is not one of {', '.join(FAIL_POINTS)}",
+                          path=str(f.path), field=ENV_FAIL_POINT)
     return WatcherConfig(
         path=f.path, account=account, rpc_nodes=tuple(nodes),
         rpc_timeout_s=f.float("watcher.rpc_timeout_s", 5.0, lo=0.05, hi=120),
@@ -277,7 +285,7 @@ def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
         alert_min_interval=timedelta(seconds=f.float("alerts.min_interval_s", 300,
                                                      lo=0, hi=86400)),
         alert_max_per_hour=f.int("alerts.max_per_hour", 20, lo=1, hi=3600),
-        twilio=_twilio(f, base), _environ=env)
+        twilio=_twilio(f, base), fail_point=fail_point, _environ=env)
 
 
 def _twilio(f: Fields, base: Path) -> TwilioSettings | None:

@@ -73,6 +73,7 @@ class WatchState:
     requested_at: datetime | None = None
     request_observed: int | None = None  # total_missed the request was based on
     expected_key: str | None = None  # the key a confirmed switch moved to
+    switch_block: int | None = None  # the block the signer saw that switch in
     last_switch_at: datetime | None = None
     last_tx_id: str | None = None
     switches: int = 0
@@ -188,7 +189,7 @@ def decide(obs: Observation, state: WatchState, policy: Policy, now: datetime) -
         return Rearm(key, observed, f"signing key changed from {state.armed_key} to {key}",
                      expected=expected)
     if state.phase == "switched":
-        return Hold(f"switch confirmed; waiting for the nodes to show {state.expected_key}")
+        return _after_switch(fresh, key, observed, state, policy)
     if state.phase in OUTSTANDING:
         return Hold(f"request {state.request_id} is outstanding")
     new_misses = observed - state.baseline_missed
@@ -200,6 +201,26 @@ def decide(obs: Observation, state: WatchState, policy: Policy, now: datetime) -
         return Hold(f"{new_misses} new misses since armed < {policy.miss_threshold}")
     return FailOver(f"{new_misses} new misses since armed on {key} (total_missed {observed})",
                     failing_key=key, observed=observed)
+
+
+def _after_switch(fresh: tuple[NodeView, ...], key: str, observed: int, state: WatchState,
+                  policy: Policy) -> Decision:
+    """The nodes still show the key a confirmed switch replaced: lagging nodes, or undone.
+
+    Waiting for ``expected_key`` for ever is the silent trap: once a quorum of nodes
+    has applied the switch block, or the old key is missing again, the switch was
+    undone (switched back, or a fork dropped it). Re-arm on the old key, counting
+    the misses since the request (those it was based on are handled), and alert.
+    """
+    handled = state.baseline_missed if state.request_observed is None else state.request_observed
+    applied = state.switch_block is not None and sum(
+        n.head_block_number >= state.switch_block for n in fresh
+        if n.signing_key == key) >= policy.quorum
+    if not applied and observed - handled < policy.miss_threshold:
+        return Hold(f"switch confirmed; waiting for the nodes to show {state.expected_key}")
+    where = "" if state.switch_block is None else f" in block #{state.switch_block}"
+    return Rearm(key, min(observed, handled), f"signing key is {key} again after the switch "
+                 f"to {state.expected_key}{where}", expected=False)
 
 
 # ---- state transitions (pure) ----------------------------------------------------------
@@ -235,12 +256,12 @@ def with_pending(state: WatchState, request_id: str) -> WatchState:
 
 
 def with_confirmed(state: WatchState, target_key: str | None, tx_id: str | None,
-                   policy: Policy, now: datetime) -> WatchState:
-    """The signer confirmed the switch: wait for the new key, or stop (one_shot)."""
+                   policy: Policy, now: datetime, *, block_num: int | None = None) -> WatchState:
+    """The signer confirmed the switch (in ``block_num``): wait for the new key, or stop."""
     phase: Phase = "stopped" if policy.one_shot else "switched"
-    return replace(state, phase=phase, expected_key=target_key, last_switch_at=now,
-                   last_tx_id=tx_id, switches=state.switches + 1, request_id=None,
-                   request_body=None, requested_at=None)
+    return replace(state, phase=phase, expected_key=target_key, switch_block=block_num,
+                   last_switch_at=now, last_tx_id=tx_id, switches=state.switches + 1,
+                   request_id=None, request_body=None, requested_at=None)
 
 
 def with_closed(state: WatchState, now: datetime) -> WatchState:

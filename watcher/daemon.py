@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -95,6 +97,7 @@ class Settings:
     dry_run: bool = False
     signer_retry_interval_s: float = 5.0
     follow_timeout_s: float = 30.0
+    fail_point: str | None = None  # crash tests: SIGKILL at this step (watcher.config)
 
 
 class Watcher:
@@ -139,7 +142,7 @@ class Watcher:
 
     def step(self) -> float:
         """One poll, decision and action; return the seconds to wait before the next."""
-        now = self._clock.now()
+        now, phase = self._clock.now(), self.state.phase
         obs = self._reader.observe(now)
         self.last_observation = obs
         seen = self._clock.now()
@@ -150,8 +153,12 @@ class Watcher:
         if self.state.phase in OUTSTANDING:
             self._pursue(seen)
         decision = decide(obs, self.state, self.settings.policy, seen)
+        if isinstance(decision, FailOver):
+            self._reached("decided")
         self._act(decision, seen)
         self._save()
+        if self.state.phase != phase and self.state.phase in {"switched", "stopped"}:
+            self._reached("state_saved")
         self._update_metrics(obs)
         plan = plan_next_poll(
             self._clock.now(), head_aslot=None if head is None else head.current_aslot,
@@ -215,6 +222,7 @@ class Watcher:
         self.state = with_request(self.state, request_id, text, decision.observed, now)
         # T7: on disk before it is sent; a restart resends these very bytes.
         self._save()
+        self._reached("request_saved")
         self.metrics.update(requests_sent=self.metrics.requests_sent + 1)
         log.warning("requesting failover %s: %s", request_id, decision.reason)
         if not self.settings.dry_run:
@@ -230,6 +238,7 @@ class Watcher:
         try:
             if state.phase == "requested":
                 answer = self._signer.failover(state.request_body.encode())
+                self._reached("request_sent")
             else:
                 answer = self._signer.request_state(state.request_id)
             if answer.state == "broadcast":
@@ -242,13 +251,20 @@ class Watcher:
                              f"{state.request_id} will be retried", now)
             return
         self._handle(answer, now)
+        self._reached("answered")
+
+    def _reached(self, point: str) -> None:
+        """Crash tests: die here, as abruptly as a power cut, when told to (never by default)."""
+        if point == self.settings.fail_point:
+            log.critical("fail point %s reached: SIGKILL", point)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def _handle(self, answer: SignerAnswer, now: datetime) -> None:
         account, rid = self.settings.account, answer.request_id or self.state.request_id
         log.info("signer: request %s is %s %s", rid, answer.state, answer.detail)
         if answer.state == "confirmed":
             self.state = with_confirmed(self.state, answer.target_key, answer.tx_id,
-                                        self.settings.policy, now)
+                                        self.settings.policy, now, block_num=answer.block_num)
             block = "" if answer.block_num is None else f" in block {answer.block_num}"
             self._notify("switch_confirmed", f"{account}: signing key switched to "
                          f"{answer.target_key}, tx {answer.tx_id}{block}; request {rid}")

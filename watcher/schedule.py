@@ -8,8 +8,11 @@ in ``total_missed`` only when the *next* block is applied, so the poll that can
 see a miss is the one right after the block that follows the witness's slot.
 
 Chain time is not wall time (the devnet runs its 3-second chain clock faster):
-slot start times are estimated from the wall time at which new heads were
-first seen (:class:`SlotClock`), with ``block_interval_s`` in wall seconds.
+when a slot's block can be seen is estimated from the wall time at which new
+heads were first seen (:class:`SlotClock`), with ``block_interval_s`` in wall
+seconds. The poll for a block comes a little before its estimated sighting and
+repeats every :attr:`Timing.min_gap_s` until it shows (for ``visible_after_s``),
+so the watcher looks as soon as the block that can reveal a miss appears.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ from datetime import UTC, datetime, timedelta
 
 from shared.errors import ChainDataError
 
-_SAMPLES = 8  # first sightings of new heads kept to estimate the slot phase
+_LATE_SLOTS = 2  # a sighting this many slots after its estimated start contradicts it
+_SHIFT_SIGHTINGS = 2  # consecutive contradicting sightings that replace the estimate
+_EARLY = 0.25  # the poll for a block comes this share of a slot before its estimated sighting
 
 
 @dataclass(frozen=True)
@@ -70,28 +75,58 @@ def slots_until(schedule: Schedule, account: str, head_aslot: int,
 
 @dataclass(frozen=True)
 class SlotClock:
-    """Estimates the wall time at which an absolute slot begins, from head sightings.
+    """Estimates the wall time at which an absolute slot's block is first seen.
 
-    Each first sighting of a new head gives an upper bound on when its slot began;
-    the smallest of the recent bounds is the estimate (we see blocks late, never early).
+    Each first sighting of a new head is an upper bound on when its block could be
+    seen; the smallest bound since the estimate was last replaced is the estimate
+    (we see blocks late, never early). A *tight* sighting, within a quarter slot of
+    a poll that did not see that block yet, also bounds it from below: it replaces
+    an estimate it proves too early, and :attr:`settled` says one was made.
+
+    A sighting earlier than the estimate is taken at once (the local clock stepped
+    back). Sightings much later than the estimate mean it went wrong: the chain's
+    slot clock paused (a devnet halt) or the local clock stepped forward. One such
+    sighting may be a lagging node; :data:`_SHIFT_SIGHTINGS` in a row replace the
+    estimate, so it heals within a few blocks instead of never.
     """
 
     interval_s: float
-    origins: tuple[float, ...] = ()  # estimated wall epoch seconds of absolute slot 0
+    origin: float | None = None  # estimated wall epoch seconds of absolute slot 0
     last_aslot: int = -1
+    late: tuple[float, ...] = ()  # consecutive origins that contradict ``origin``
+    polled_at: float | None = None  # wall epoch seconds of the last poll
+    settled: bool = False  # a tight sighting since the estimate was last replaced
 
     def observe(self, aslot: int, seen_at: datetime) -> SlotClock:
-        """Record that the head was in slot ``aslot`` at ``seen_at``."""
+        """Record that a poll at ``seen_at`` found the head in slot ``aslot``."""
+        at = seen_at.timestamp()
         if aslot <= self.last_aslot:
-            return self
-        origin = seen_at.timestamp() - aslot * self.interval_s
-        return replace(self, origins=(*self.origins, origin)[-_SAMPLES:], last_aslot=aslot)
+            return replace(self, polled_at=at)
+        new = replace(self, last_aslot=aslot, polled_at=at, late=())
+        origin = at - aslot * self.interval_s
+        before = self.polled_at  # None until the first poll
+        if before is not None and 0 <= at - before <= _EARLY * self.interval_s:
+            # Not there at the last poll, there at this one: the block showed in between.
+            floor = before - aslot * self.interval_s
+            if self.origin is None or self.origin < floor or origin < self.origin:
+                return replace(new, origin=origin, settled=True)
+            return replace(new, settled=True)
+        if self.origin is None or origin < self.origin - _LATE_SLOTS * self.interval_s:
+            return replace(new, origin=origin, settled=False)  # first, or a step back
+        if origin <= self.origin:
+            return replace(new, origin=origin)
+        if origin - self.origin <= _LATE_SLOTS * self.interval_s:
+            return new
+        late = (*self.late, origin)
+        if len(late) < _SHIFT_SIGHTINGS:
+            return replace(new, late=late)
+        return replace(new, origin=min(late), settled=False)
 
     def slot_start(self, aslot: int) -> datetime | None:
-        """The estimated wall time at which slot ``aslot`` begins (None before any sighting)."""
-        if not self.origins:
+        """When slot ``aslot``'s block should be seen at the earliest (None before any sighting)."""
+        if self.origin is None:
             return None
-        return datetime.fromtimestamp(min(self.origins) + aslot * self.interval_s, UTC)
+        return datetime.fromtimestamp(self.origin + aslot * self.interval_s, UTC)
 
 
 @dataclass(frozen=True)
@@ -101,7 +136,7 @@ class Timing:
     block_interval_s: float
     max_poll_interval_s: float
     stale_after_s: float
-    visible_after_s: float  # after a slot begins, when its block shows on the API nodes
+    visible_after_s: float  # past its estimated sighting, a block may still show this late
 
     @property
     def min_gap_s(self) -> float:
@@ -133,6 +168,9 @@ def plan_next_poll(now: datetime, *, head_aslot: int | None, head_block_number: 
         return _bounded(PollPlan(now + interval, "no fresh head yet"), now, latest, timing)
     if schedule is None or head_block_number >= schedule.next_shuffle_block_num:
         return _bounded(PollPlan(now + interval, "schedule unknown"), now, latest, timing)
+    if clock.origin is not None and not clock.settled:
+        # Until one sighting is tight, look every min_gap_s: the next block gives one.
+        return _bounded(PollPlan(now, "settling the slot clock"), now, latest, timing)
     s = slots_until(schedule, account, head_aslot, head_block_number)
     if s is None:
         # Not in what is left of this round: look again once the round is over.
@@ -145,12 +183,20 @@ def plan_next_poll(now: datetime, *, head_aslot: int | None, head_block_number: 
     eta = None if slot_aslot is None else clock.slot_start(slot_aslot)
     if start is None:
         return _bounded(PollPlan(now + interval, why, slot_aslot, eta), now, latest, timing)
-    at = start + timedelta(seconds=timing.visible_after_s)
+    # A little early: if the block is there already, the sighting tightens the estimate.
+    at = start - interval * _EARLY
     if at <= now:
-        # The block is late. Look again soon, or back off if the chain seems stopped.
-        overdue = (now - at).total_seconds()
-        at = now + (interval / 2 if overdue < timing.stale_after_s else latest - now)
-        why = f"{why} (overdue {overdue:.1f} s)"
+        # Not there yet. Within visible_after_s of its estimated sighting look again
+        # at once (the miss shows the moment it comes; that sighting is tight); then
+        # every half slot. Long overdue while the head is fresh (a halted chain has no
+        # fresh head) means the estimate is wrong (a halt paused the devnet's slots,
+        # the local clock stepped): poll every block so fresh sightings correct it.
+        overdue = (now - start).total_seconds()
+        if overdue < timing.visible_after_s:
+            at = now
+        else:
+            at = now + (interval / 2 if overdue < timing.stale_after_s else interval)
+        why = f"{why} (overdue {overdue:.2f} s)"
     return _bounded(PollPlan(at, why, slot_aslot, eta), now, latest, timing)
 
 

@@ -75,6 +75,8 @@ def decode(doc: object) -> WatchState:
         state.phase in _PHASES,
         isinstance(state.baseline_missed, int) and state.baseline_missed >= 0,
         isinstance(state.switches, int) and state.switches >= 0,
+        state.switch_block is None or (
+            isinstance(state.switch_block, int) and state.switch_block >= 0),
         state.phase not in {"requested", "pending"} or (
             isinstance(state.request_id, str) and isinstance(state.request_body, str)),
     ]

@@ -11,7 +11,7 @@ import pytest
 from drill.service_files import watcher_toml
 from shared.errors import ConfigError
 from watcher.cli import EXIT_CONFIG, main
-from watcher.config import ENV_RPC_NODES, ENV_SIGNER_URL, WatcherConfig
+from watcher.config import ENV_FAIL_POINT, ENV_RPC_NODES, ENV_SIGNER_URL, WatcherConfig
 
 MINIMAL = """
 [watcher]
@@ -171,3 +171,13 @@ def test_cli_help_describes_every_command() -> None:
                             capture_output=True, text=True, timeout=30, check=True)
     for word in ("run", "status", "check", "keygen", "exit codes"):
         assert word in result.stdout
+
+
+def test_fail_point_is_off_unless_named(tmp_path: Path) -> None:
+    """Crash-test fail points are off by default, named by the environment, and checked."""
+    path = write(tmp_path, MINIMAL)
+    assert WatcherConfig.load(path, environ={}).fail_point is None
+    assert WatcherConfig.load(path, environ={ENV_FAIL_POINT: "request_sent"}).fail_point == (
+        "request_sent")
+    with pytest.raises(ConfigError, match=ENV_FAIL_POINT):
+        WatcherConfig.load(path, environ={ENV_FAIL_POINT: "request_snet"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from watcher.core import (
     Alert,
+    AlertKind,
     Decision,
     FailOver,
     Hold,
@@ -52,7 +54,9 @@ def obs(*nodes: NodeView, failed: int = 0) -> Observation:
 
 REQUESTED = replace(ARMED, phase="requested", request_id="r" * 32, request_body="{}",
                     request_observed=12)
-SWITCHED = replace(ARMED, phase="switched", expected_key=BACKUP, switches=1)
+# Switched in block 101 on a request based on total_missed 12; the nodes below are at #100.
+SWITCHED = replace(ARMED, phase="switched", expected_key=BACKUP, switches=1, request_observed=12,
+                   switch_block=101)
 
 
 @pytest.mark.parametrize(("observation", "state", "policy", "expected"), [
@@ -79,7 +83,7 @@ SWITCHED = replace(ARMED, phase="switched", expected_key=BACKUP, switches=1)
     pytest.param(obs(node(0, missed=12, key=BACKUP), node(1, missed=12)), ARMED, POLICY_Q2, Hold,
                  id="nodes-disagree-on-key"),
     pytest.param(obs(node(0, missed=20)), REQUESTED, POLICY, Hold, id="one-outstanding-request"),
-    pytest.param(obs(node(0, missed=20)), SWITCHED, POLICY, Hold,
+    pytest.param(obs(node(0, missed=13)), SWITCHED, POLICY, Hold,
                  id="switched-waits-for-new-key"),
     pytest.param(obs(node(0, missed=20)), replace(ARMED, phase="stopped"), POLICY, Hold,
                  id="one-shot-stopped"),
@@ -206,3 +210,155 @@ def test_never_fail_over_below_threshold(nodes: list[NodeView], state: WatchStat
     capped = [replace(n, total_missed=min(n.total_missed, limit - 1)) if n.fresh else n
               for n in nodes]
     assert not isinstance(decide(obs(*capped), state, policy, NOW), FailOver)
+
+
+# ---- rules around the decisions (issue 10: surviving mutants, the switched trap) --------
+
+FOREIGN = "STM" + "F" * 50
+
+
+def test_first_arm_is_not_a_key_change() -> None:
+    """Arming for the first time is expected: it must not raise a key_changed alert."""
+    decision = decide(obs(node(0, missed=12)), WatchState(), POLICY, NOW)
+    assert decision == Rearm(PRIMARY, 12, f"armed on {PRIMARY} at total_missed 12",
+                             expected=True)
+
+
+def test_foreign_key_after_a_switch_is_unexpected() -> None:
+    """After our switch to BACKUP, a third key on chain is someone else's doing: alert."""
+    decision = decide(obs(node(0, missed=12, key=FOREIGN)), SWITCHED, POLICY, NOW)
+    assert isinstance(decision, Rearm)
+    assert (decision.key, decision.expected) == (FOREIGN, False)
+
+
+def test_key_change_while_a_request_is_outstanding_is_expected() -> None:
+    """The key moving while our request is out is the signer's switch landing first."""
+    decision = decide(obs(node(0, missed=12, key=BACKUP)), REQUESTED, POLICY, NOW)
+    assert isinstance(decision, Rearm)
+    assert decision.expected
+
+
+@pytest.mark.parametrize(("kind", "before", "after"), [
+    pytest.param("rpc_unhealthy", None, "rpc_unhealthy", id="rpc-condition-starts"),
+    pytest.param("chain_halted", "rpc_unhealthy", "chain_halted", id="halt-condition-starts"),
+    pytest.param("signer_unreachable", "chain_halted", "chain_halted",
+                 id="signer-alert-keeps-the-condition"),
+    pytest.param("switch_failed", None, None, id="event-alert-is-no-condition"),
+])
+def test_alert_sets_only_condition_kinds(kind: AlertKind, before: str | None,
+                                         after: str | None) -> None:
+    """Only RPC and halt alerts are conditions (ended by a "recovered"); others leave it be."""
+    state = after_decision(replace(ARMED, condition=before), Alert(kind, "text"), NOW)
+    assert state.condition == after
+    assert state.alerted == {kind: NOW}
+
+
+def test_hold_carries_or_clears_the_condition() -> None:
+    """A Hold keeps the condition it names and clears it when it names none (recovery)."""
+    halted = replace(ARMED, condition="chain_halted")
+    assert after_decision(halted, Hold("still", condition="chain_halted"),
+                          NOW).condition == "chain_halted"
+    assert after_decision(halted, Hold("fine"), NOW).condition is None
+
+
+def test_pending_keeps_the_signers_request_id() -> None:
+    """A pending answer records the signer's request id, which later GETs ask about."""
+    state = with_pending(REQUESTED, "signer-id-" + "7" * 22)
+    assert (state.phase, state.request_id) == ("pending", "signer-id-" + "7" * 22)
+    assert state.request_body == REQUESTED.request_body
+
+
+def test_confirmed_records_the_switch_block() -> None:
+    """A confirmed switch remembers its block: nodes past it must show the new key."""
+    state = with_confirmed(REQUESTED, BACKUP, "ab" * 20, POLICY, NOW, block_num=321)
+    assert (state.phase, state.switch_block, state.last_tx_id) == ("switched", 321, "ab" * 20)
+
+
+@pytest.mark.parametrize(("nodes", "state", "policy"), [
+    pytest.param((node(0, missed=12, head=101),), SWITCHED, POLICY, id="node-past-switch-block"),
+    pytest.param((node(0, missed=14, head=100),), replace(SWITCHED, switch_block=None), POLICY,
+                 id="no-block-known-old-key-missing-again"),
+    pytest.param((node(0, missed=14, head=100),), SWITCHED, POLICY,
+                 id="old-key-missing-again-before-the-block"),
+    pytest.param((node(0, missed=12, head=101), node(1, missed=12, head=102)), SWITCHED,
+                 POLICY_Q2, id="quorum-past-switch-block"),
+])
+def test_switched_back_before_seen_alerts_and_rearms(nodes: tuple[NodeView, ...],
+                                                     state: WatchState, policy: Policy) -> None:
+    """The old key back after our switch is not waited on for ever: re-arm on it and alert."""
+    decision = decide(obs(*nodes), state, policy, NOW)
+    assert isinstance(decision, Rearm)
+    assert (decision.key, decision.expected) == (PRIMARY, False)
+    assert decision.baseline_missed == 12  # the misses the request was based on are handled
+    rearmed = after_decision(state, decision, NOW)
+    more = decide(obs(*(replace(n, total_missed=14) for n in nodes)), rearmed, policy, NOW)
+    assert isinstance(more, FailOver)  # two new misses on the old key: ask again
+
+
+@pytest.mark.parametrize(("nodes", "policy"), [
+    pytest.param((node(0, missed=13, head=100),), POLICY, id="node-before-switch-block"),
+    pytest.param((node(0, missed=12, head=101), node(1, missed=12, head=100)), POLICY_Q2,
+                 id="only-one-of-quorum-two-past-the-block"),
+])
+def test_switched_waits_while_nodes_lag(nodes: tuple[NodeView, ...], policy: Policy) -> None:
+    """Nodes that have not applied the switch block yet are waited for, silently."""
+    assert isinstance(decide(obs(*nodes), SWITCHED, policy, NOW), Hold)
+
+
+LATER = NOW + timedelta(minutes=5)
+PENDING = replace(REQUESTED, phase="pending", requested_at=NOW, condition="rpc_unhealthy")
+
+
+# Callables: a transition must run inside the test, not when the module is collected.
+@pytest.mark.parametrize(("transition", "expected"), [
+    pytest.param(lambda: after_decision(PENDING, Rearm(BACKUP, 14, "moved", expected=True),
+                                        LATER),
+                 WatchState(phase="armed", armed_key=BACKUP, baseline_missed=14, armed_at=LATER),
+                 id="rearm-forgets-the-request"),
+    pytest.param(lambda: after_decision(SWITCHED, Rearm(BACKUP, 12, "moved", expected=True),
+                                        LATER),
+                 replace(SWITCHED, phase="armed", armed_key=BACKUP, baseline_missed=12,
+                         armed_at=LATER, request_observed=None, expected_key=None),
+                 id="rearm-after-switch-forgets-the-expected-key"),
+    pytest.param(lambda: after_decision(replace(SWITCHED, condition="chain_halted"),
+                                        FailOver("x", PRIMARY, 12), LATER),
+                 SWITCHED, id="failover-only-clears-the-condition"),
+    pytest.param(lambda: with_request(replace(ARMED, condition="rpc_unhealthy"), "r" * 32, "{}",
+                                      12, LATER),
+                 replace(ARMED, phase="requested", request_id="r" * 32, request_body="{}",
+                         requested_at=LATER, request_observed=12), id="request"),
+    pytest.param(lambda: with_confirmed(PENDING, BACKUP, "ab" * 20, POLICY, LATER, block_num=7),
+                 replace(PENDING, phase="switched", expected_key=BACKUP, switch_block=7,
+                         last_switch_at=LATER, last_tx_id="ab" * 20, switches=1, request_id=None,
+                         request_body=None, requested_at=None), id="confirmed"),
+    pytest.param(lambda: with_closed(PENDING, LATER),
+                 replace(ARMED, baseline_missed=12, armed_at=LATER, condition="rpc_unhealthy"),
+                 id="closed"),
+])
+def test_transitions_set_every_field(transition: Callable[[], WatchState],
+                                     expected: WatchState) -> None:
+    """Each transition leaves exactly the fields it should: no stale request, times set."""
+    assert transition() == expected
+
+
+@pytest.mark.parametrize(("observation", "policy", "kind"), [
+    pytest.param(obs(node(0, fresh=False, head=90), node(1, fresh=False, head=100)), POLICY,
+                 "rpc_unhealthy", id="stale-on-different-heads-is-no-halt"),
+    pytest.param(obs(node(0, fresh=False, head=100), node(1, fresh=False, head=100),
+                     node(2, fresh=False, head=90)), POLICY, "chain_halted",
+                 id="two-of-three-stuck-together-is-a-halt"),
+    pytest.param(obs(node(0, missed=99), node(1, fresh=False)), POLICY_Q2, "rpc_unhealthy",
+                 id="fewer-fresh-than-quorum"),
+])
+def test_condition_kind_and_repeat(observation: Observation, policy: Policy, kind: str) -> None:
+    """Each unhealthy view names its condition, and repeating it within the interval holds."""
+    first = decide(observation, ARMED, policy, NOW)
+    assert isinstance(first, Alert)
+    assert first.kind == kind
+    again = decide(observation, after_decision(ARMED, first, NOW), policy, LATER)
+    assert again == Hold(first.text, condition=kind)
+
+
+def test_quorum_missed_needs_quorum_values() -> None:
+    """Fewer nodes on the key than the quorum agree on nothing."""
+    assert quorum_missed((node(0, missed=15),), PRIMARY, 2) is None

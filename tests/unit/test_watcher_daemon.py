@@ -108,9 +108,12 @@ class Recorder:
         return [e for e, _ in self.sent]
 
 
+SWITCH_BLOCK = 10_000  # beyond the fake nodes' heads: they have not applied the switch yet
+
+
 def answer(state: str, status: int = 200, **extra: object) -> SignerAnswer:
     """A verified signer answer."""
-    return SignerAnswer(status, state, "sig-" + "1" * 28, BACKUP, "ab" * 20, 7,
+    return SignerAnswer(status, state, "sig-" + "1" * 28, BACKUP, "ab" * 20, SWITCH_BLOCK,
                         str(extra.get("detail", "")), {"state": state, **extra})
 
 
@@ -249,3 +252,27 @@ def test_metrics_endpoint_serves_prometheus_text(tmp_path: Path) -> None:
     assert "witness_watcher_misses_since_armed 0" in text
     with pytest.raises(AttributeError):
         Metrics().update(no_such_metric=1)
+
+
+def test_switched_back_before_seen_is_not_silent(tmp_path: Path) -> None:
+    """Confirmed in a block the nodes passed while still showing the old key: alert, ask again."""
+    signer = FakeSigner(replace(answer("confirmed"), block_num=102))  # heads: 101, 102, 103
+    w, reader, notes = make(tmp_path, signer)
+    w.step()
+    reader.missed = 11
+    w.step()  # request, confirmed in the next block
+    assert w.state.phase == "switched"
+    w.step()  # the nodes passed that block, and still show the primary
+    assert notes.events == ["switch_requested", "switch_confirmed", "key_changed"]
+    assert (w.state.phase, w.state.armed_key, w.state.baseline_missed) == ("armed", PRIMARY, 11)
+    reader.missed = 12
+    w.step()
+    assert len(signer.bodies) == 2
+    assert notes.events[-1] == "switch_confirmed"
+
+
+def test_first_arm_sends_no_alert(tmp_path: Path) -> None:
+    """Arming on the key found at start-up is silent: no key_changed message."""
+    w, _, notes = make(tmp_path, FakeSigner(answer("confirmed")))
+    w.step()
+    assert (w.state.phase, notes.events) == ("armed", [])

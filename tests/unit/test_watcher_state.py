@@ -85,10 +85,13 @@ class FakeSigner:
         return answer
 
 
+SWITCH_BLOCK = 10_000  # beyond the fake nodes' heads: they have not applied the switch yet
+
+
 def answer(state: str) -> SignerAnswer:
     """A verified signer answer in ``state``."""
     return SignerAnswer(200 if state == "confirmed" else 409, state, "sig-" + "1" * 28, BACKUP,
-                        "ab" * 20, 7, "", {"state": state})
+                        "ab" * 20, SWITCH_BLOCK, "", {"state": state})
 
 
 def watcher(store: StateStore, reader: FakeReader, signer: FakeSigner) -> Watcher:
