@@ -24,7 +24,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from signer.approvals import parse_failover, parse_json_object, parse_verdict
+from signer.messages import parse_failover, parse_json_object, parse_verdict
 
 from shared.errors import AuthError, FailoverError, RequestInvalidError
 from shared.httpsig import (

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from signer.approvals import parse_failover, parse_json_object, parse_verdict
+from signer.messages import parse_failover, parse_json_object, parse_verdict
 
 from shared.errors import AuthError, RequestInvalidError
 from shared.httpsig import (
