@@ -25,8 +25,13 @@ from werkzeug.serving import make_server
 
 from drill.fake_twilio import FakeTwilio
 from drill.services import RunningDevnet, running_devnet
-from shared.httpsig import HttpResponse, load_private_key, load_public_key
-from shared.httpsig import signed_headers_for, verify_response
+from shared.httpsig import (
+    HttpResponse,
+    load_private_key,
+    load_public_key,
+    signed_headers_for,
+    verify_response,
+)
 from signer import cli
 from signer.app import build_prober, build_service
 from signer.config import SignerConfig
