@@ -83,7 +83,8 @@ class NodeProber:
         urls = [t.url for t in self.targets if t.url]
         self._rpc = JsonRpcClient(urls or ["http://127.0.0.1:1/"],
                                   timeout_s=config.probe_timeout_s)
-        self._pool = ThreadPoolExecutor(max_workers=max(len(urls), 1),
+        # Two rounds at once (a decision and a status read) still probe every node at once.
+        self._pool = ThreadPoolExecutor(max_workers=max(2 * len(urls), 1),
                                         thread_name_prefix="signer-probe")
         self._sleep, self._monotonic = sleep, monotonic
 
