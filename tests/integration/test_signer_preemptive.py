@@ -232,6 +232,27 @@ def test_dead_backup1_is_skipped(devnet: RunningDevnet, tmp_path: Path) -> None:
         wait_key(devnet, key_of(devnet, "backup2"))
 
 
+def test_reactive_switch_skips_a_dead_backup_too(devnet: RunningDevnet, tmp_path: Path) -> None:
+    """After real misses (no evidence), the switch also skips the backup the signer sees dead."""
+    config = write_config(devnet, tmp_path / "x")
+    config.write_text(re.sub(r"(?m)^min_missed = .*$", "min_missed = 1", config.read_text()))
+    with running_signer(devnet, config, Notes()) as signer:
+        stop(devnet, "backup1")
+        stop(devnet, "primary")
+        baseline = devnet.status()["witness"]["total_missed"]
+        devnet.wait_for(lambda s: s["witness"]["total_missed"] > baseline, WAIT_S, "a miss")
+        body = preemptive_ask(devnet)
+        del body["evidence"]
+        body["observed_total_missed"] = devnet.status()["witness"]["total_missed"]
+        response = signer.post("/v1/failover", body)
+        doc = response.json()
+        assert response.status_code == 200, doc
+        assert doc["target_key"] == key_of(devnet, "backup2")
+        assert doc["preemptive"] is False
+        assert doc["health"]["nodes"]["backup1"]["state"] == "down"
+        wait_key(devnet, key_of(devnet, "backup2"))
+
+
 def test_named_dead_target_is_refused(devnet: RunningDevnet, tmp_path: Path) -> None:
     """(d) A request naming backup1 as the target while backup1 is dead is refused, with an
     alert, and nothing moves."""
