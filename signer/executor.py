@@ -213,6 +213,7 @@ class Executor:
         self.lifecycle.store.audit(
             "health", "signer", record.id, stage=stage, preemptive=evidence is not None,
             accepted_on_health=isinstance(decision, Switch) and decision.preemptive,
+            decision=type(decision).__name__.lower(), why=decision.reason[:500],
             health=None if health is None else health.as_json())
 
     # ---- a new request: record, decide once, and (auto) send ----------------------------

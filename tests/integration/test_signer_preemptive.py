@@ -250,6 +250,7 @@ def test_reactive_switch_skips_a_dead_backup_too(devnet: RunningDevnet, tmp_path
         assert doc["target_key"] == key_of(devnet, "backup2")
         assert doc["preemptive"] is False
         assert doc["health"]["nodes"]["backup1"]["state"] == "down"
+        assert "skipped dead backup1" in signer.audit("health")[0]["data"]["why"]
         wait_key(devnet, key_of(devnet, "backup2"))
 
 
