@@ -1,13 +1,15 @@
 """Deciding, executing and confirming requests: what the worker does, one step at a time.
 
 Each decision reads the chain once (:meth:`SignerChain.read_witness`) and is made
-once on that reading; the transaction is built from the same reading, so its url,
-props and TaPoS are the ones the decision saw. A request that waited (manual or
-veto approval) is decided again when it is executed, on a fresh reading: a new
-decision, made once. Nothing is stored pre-signed. The intent to send is written
-before the send (:meth:`Lifecycle.begin_broadcast`), so a crash leaves a
-``broadcast`` row that :meth:`Executor.reconcile` settles from the chain, never
-by switching again (T7). Request states change only through :mod:`signer.lifecycle`.
+once on that reading (and on one probe snapshot of the producer nodes, taken
+meanwhile: :meth:`Executor.read_with_health`); the transaction is built from the
+same reading, so its url, props and TaPoS are the ones the decision saw. A request
+that waited (manual or veto approval) is decided again when it is executed, on a
+fresh reading and fresh probes: a new decision, made once. Nothing is stored pre-
+signed. The intent to send is written before the send
+(:meth:`Lifecycle.begin_broadcast`), so a crash leaves a ``broadcast`` row that
+:meth:`Executor.reconcile` settles from the chain, never by switching again (T7).
+Request states change only through :mod:`signer.lifecycle`.
 """
 
 from __future__ import annotations
