@@ -5,8 +5,8 @@ once on that reading (and on one probe snapshot of the producer nodes, taken
 meanwhile: :meth:`Executor.read_with_health`); the transaction is built from the
 same reading, so its url, props and TaPoS are the ones the decision saw. A request
 that waited (manual or veto approval) is decided again when it is executed, on a
-fresh reading and fresh probes: a new decision, made once. Nothing is stored pre-
-signed. The intent to send is written before the send
+fresh reading and fresh probes: a new decision, made once. Nothing is stored
+pre-signed. The intent to send is written before the send
 (:meth:`Lifecycle.begin_broadcast`), so a crash leaves a ``broadcast`` row that
 :meth:`Executor.reconcile` settles from the chain, never by switching again (T7).
 Request states change only through :mod:`signer.lifecycle`.
