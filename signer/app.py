@@ -36,6 +36,7 @@ from signer.failpoints import Failpoints
 from signer.keystore import Keystore, PassphraseSource, Secret, read_passphrase
 from signer.lifecycle import Lifecycle
 from signer.privatefile import read_private_file
+from signer.probes import NodeProber, ProbeTarget
 from signer.service import ServiceOptions, SignerService
 from signer.store import Store
 from signer.worker import Worker
@@ -159,6 +160,14 @@ def _twilio(config: SignerConfig, twilio: TwilioConfig, clock: Clock
     return limited, close
 
 
+def build_prober(config: SignerConfig) -> NodeProber | None:
+    """The producer-node prober, or None when no node key has a ``health_url``."""
+    if not any(k.health_url for k in config.node_keys):
+        return None
+    return NodeProber([ProbeTarget(k.name, k.public_key, k.health_url) for k in config.node_keys],
+                      config.health)
+
+
 def build_service(config: SignerConfig, *,
                   passphrase_sources: Sequence[PassphraseSource] | None = None,
                   clock: Clock | None = None, notifier: Notifier | None = None,
@@ -200,11 +209,15 @@ def build_service(config: SignerConfig, *,
             closers.append(close_sms)
         notifier = notifier or LogNotifier()
         options = options or ServiceOptions()
+        prober = build_prober(config)
+        if prober is not None:
+            closers.append(prober.close)
         lifecycle = Lifecycle(store)
         executor = Executor(lifecycle, chain, config.policy, notifier, clock,
                             quorum=config.quorum, confirm_timeout=config.confirm_timeout,
                             max_attempts=options.max_attempts,
-                            failpoints=Failpoints(config.env_value(FAILPOINT_ENV)))
+                            failpoints=Failpoints(config.env_value(FAILPOINT_ENV)),
+                            prober=prober)
         service = SignerService(config, lifecycle, executor, Worker(executor, options.tick_s),
                                 clients=clients, response_key=response_key, notifier=notifier,
                                 clock=clock, options=options,

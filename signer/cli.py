@@ -29,7 +29,7 @@ from signer.cli_keys import cmd_dry_run, cmd_keygen, cmd_keystore, key_name
 from signer.config import SignerConfig, environment_help
 from signer.initconfig import write_signer_init
 from signer.lifecycle import Lifecycle
-from signer.messages import checked_note, describe_request
+from signer.messages import checked_note, describe_request, health_fields
 from signer.policy import Verdict
 from signer.serving import serve_signer
 from signer.store import RequestRecord
@@ -167,6 +167,7 @@ def cmd_pending(config: SignerConfig, args: argparse.Namespace) -> int:
                 print(json.dumps({"client": r.client_keyid, **describe_request(store, r)},
                                  sort_keys=True))
             return EXIT_OK
+        health = {r.id: _health_line(health_fields(store, r)) for r in records}
     if not records:
         print("no pending requests")
         return EXIT_OK
@@ -175,7 +176,27 @@ def cmd_pending(config: SignerConfig, args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for request_id, line in health.items():
+        if line:
+            print(f"{request_id}: {line}")
     return EXIT_OK
+
+
+def _health_line(fields: dict[str, Any]) -> str:
+    """The health evidence of a pending request for the operator ("" when there is none)."""
+    parts = []
+    evidence = fields.get("evidence")
+    if isinstance(evidence, dict):
+        parts.append(f"pre-emptive: watcher says {evidence['node']} {evidence['kind']} for "
+                     f"{evidence['probes']} probes ({evidence['detail']})")
+    health = fields.get("health")
+    if isinstance(health, dict):
+        nodes = health.get("nodes", {})
+        seen = ", ".join(f"{name} {n['state']}" + (f" ({n['detail']})" if n["detail"] else "")
+                         for name, n in nodes.items())
+        parts.append(f"signer saw at {fields.get('health_stage')}: {seen} "
+                     f"(chain head {health.get('chain_head')})")
+    return "; ".join(parts)
 
 
 def _actor(args: argparse.Namespace) -> str:

@@ -14,7 +14,7 @@ its values are read when needed and never stored here.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +22,7 @@ from typing import Any, Literal
 from shared.chains import ChainProfile, profile
 from shared.config import Fields, load_toml, parse_env_text, resolve_path
 from shared.errors import ConfigError, KeystoreError
+from signer.health import HealthConfig
 from signer.policy import PolicyConfig
 from signer.privatefile import read_private_file
 
@@ -44,13 +45,15 @@ _TABLES: dict[str, tuple[str, ...]] = {
               "confirm_timeout_s"),
     "witness": ("account", "key_mode", "keys"),
     "policy": ("min_missed", "max_switches", "window_s", "cooldown_s", "max_rounds",
-               "on_exhausted", "approval", "approval_timeout_s", "veto_window_s"),
+               "on_exhausted", "approval", "approval_timeout_s", "veto_window_s",
+               "preemptive"),
+    "health": ("probe_timeout_s", "max_lag_blocks", "confirm_probes", "confirm_interval_s"),
     "keystore": ("path", "passphrase_file", "passphrase_credential", "passphrase_env", "prompt"),
     "notify": ("twilio_account_sid", "twilio_auth_token_file", "twilio_auth_token_env",
                "twilio_from", "to", "twilio_api_base_url", "twilio_env_file"),
 }
 _CLIENT_FIELDS = ("keyid", "role", "public_key")
-_NODE_KEY_FIELDS = ("name", "public_key")
+_NODE_KEY_FIELDS = ("name", "public_key", "health_url")
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class NodeKey:
 
     name: str
     public_key: str
+    health_url: str | None = None  # the node's own read-only JSON-RPC API (issue 11)
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,8 @@ class SignerConfig:
     body_timeout_s: float = 10.0
     max_connections: int = 512
     max_connections_per_source: int = 32
+    # Producer-node probes ([health]); used when a node key has a health_url.
+    health: HealthConfig = field(default_factory=HealthConfig)
 
     def env_value(self, name: str) -> str | None:
         """One environment variable (the only place the signer reads one).
@@ -218,6 +224,7 @@ class SignerConfig:
             max_connections=f.int("signer.max_connections", default=512, lo=16, hi=65536),
             max_connections_per_source=f.int("signer.max_connections_per_source", default=32,
                                              lo=1, hi=65536),
+            health=_health(f),
         )
 
 
@@ -242,7 +249,42 @@ def _node_keys(f: Fields) -> list[NodeKey]:
     items = f.table_list("witness.keys", known=_NODE_KEY_FIELDS)
     if not items:
         raise f.fail("witness.keys", "list the witness's node keys in order, primary first")
-    return [NodeKey(item.str("name"), item.str("public_key")) for item in items]
+    out: list[NodeKey] = []
+    for i, item in enumerate(items):
+        url = item.opt_str("health_url")
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise f.fail(f"witness.keys[{i}].health_url", "must be an http:// or https:// URL")
+        out.append(NodeKey(item.str("name"), item.str("public_key"), url))
+    names = [k.name for k in out]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise f.fail(f"witness.keys[{i}].name", f"duplicate node name {name!r}")
+    return out
+
+
+def _health(f: Fields) -> HealthConfig:
+    try:
+        return HealthConfig(
+            probe_timeout_s=f.float("health.probe_timeout_s", default=1.0, lo=0.05, hi=30),
+            max_lag_blocks=f.int("health.max_lag_blocks", default=1, lo=0, hi=1000),
+            confirm_probes=f.int("health.confirm_probes", default=2, lo=1, hi=10),
+            confirm_interval_s=f.float("health.confirm_interval_s", default=0.2, lo=0, hi=10),
+        )
+    except ConfigError as e:
+        if e.path is not None:
+            raise
+        raise ConfigError(str(e).split(": ", 1)[-1], path=str(f.path),
+                          field=f"health.{e.field}") from e
+
+
+def _preemptive(f: Fields, node_keys: tuple[NodeKey, ...]) -> bool:
+    """``[policy] preemptive``: on by default when any node key has a health_url."""
+    probed = any(k.health_url for k in node_keys)
+    preemptive = f.bool("policy.preemptive", default=probed)
+    if preemptive and not probed:
+        raise f.fail("policy.preemptive", "needs a health_url on at least one "
+                     "[[witness.keys]] entry (the signer must probe the nodes itself)")
+    return preemptive
 
 
 def _policy(f: Fields, node_keys: tuple[NodeKey, ...]) -> PolicyConfig:
@@ -264,6 +306,8 @@ def _policy(f: Fields, node_keys: tuple[NodeKey, ...]) -> PolicyConfig:
                                                        lo=1, hi=10**6)),
             veto_window=timedelta(seconds=f.float("policy.veto_window_s", default=120, lo=0.1,
                                                   hi=10**6)),
+            preemptive=_preemptive(f, node_keys),
+            node_names=tuple(k.name for k in node_keys),
         )
     except ConfigError as e:
         if e.path is not None:

@@ -16,8 +16,9 @@ from datetime import datetime
 from typing import NoReturn
 
 from shared.errors import RequestInvalidError
+from signer.health import HealthSnapshot
 from signer.lifecycle import http_status, refusal_detail, refusal_rule
-from signer.policy import Approval, Decision, FailoverAsk, Refuse, Switch
+from signer.policy import Approval, Decision, Evidence, EvidenceKind, FailoverAsk, Refuse, Switch
 from signer.store import RequestRecord, Store
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,10 @@ log = logging.getLogger(__name__)
 # --- the request body -------------------------------------------------------------------
 
 _FIELDS = frozenset({"witness", "failing_key", "observed_total_missed", "reason", "target_key",
-                     "dry_run", "request_id"})
+                     "dry_run", "request_id", "evidence"})
+_EVIDENCE_FIELDS = frozenset({"kind", "node", "node_key", "since", "probes", "detail"})
+_EVIDENCE_KINDS: tuple[EvidenceKind, ...] = ("node_down", "node_unhealthy")
+_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _REQUIRED = ("witness", "failing_key", "observed_total_missed", "reason")
 _ACCOUNT = re.compile(r"[a-z][a-z0-9.-]{2,15}")
 _PUBLIC_KEY = re.compile(r"STM[1-9A-HJ-NP-Za-km-z]{30,60}")
@@ -121,9 +125,47 @@ def parse_failover(body: bytes) -> FailoverRequest:
         _invalid("dry_run must be true or false")
     request_id = None if doc.get("request_id") is None else _text(doc, "request_id",
                                                                  _REQUEST_ID)
-    ask = FailoverAsk(witness, failing_key, missed, reason, target, dry_run)
-    canonical = json.dumps({**doc, "dry_run": dry_run, "target_key": target}, sort_keys=True)
+    evidence = None if doc.get("evidence") is None else _evidence(doc["evidence"], failing_key)
+    ask = FailoverAsk(witness, failing_key, missed, reason, target, dry_run, evidence)
+    canonical = json.dumps({**doc, "dry_run": dry_run, "target_key": target,
+                            "evidence": None if evidence is None else evidence.as_json()},
+                           sort_keys=True)
     return FailoverRequest(ask, request_id, hashlib.sha256(canonical.encode()).hexdigest())
+
+
+def _evidence(value: object, failing_key: str) -> Evidence:
+    """The ``evidence`` object of a pre-emptive request; unknown fields refused.
+
+    Raises:
+        RequestInvalidError: any schema violation (422).
+    """
+    if not isinstance(value, dict):
+        _invalid("evidence must be an object")
+    unknown = sorted(set(value) - _EVIDENCE_FIELDS)
+    if unknown:
+        _invalid(f"unknown field 'evidence.{unknown[0][:40]}'")
+    missing = sorted(_EVIDENCE_FIELDS - set(value))
+    if missing:
+        _invalid(f"missing field 'evidence.{missing[0]}'")
+    kind = value["kind"]
+    if kind not in _EVIDENCE_KINDS:
+        _invalid("evidence.kind must be 'node_down' or 'node_unhealthy'")
+    node = _text(value, "node", _NODE_NAME)
+    node_key = _text(value, "node_key", _PUBLIC_KEY)
+    if node_key != failing_key:
+        _invalid("evidence.node_key must equal failing_key")
+    since, probes = value["since"], value["probes"]
+    if isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= _MAX_INT:
+        _invalid("evidence.since must be an integer >= 0 (unix seconds)")
+    if isinstance(probes, bool) or not isinstance(probes, int) or not 1 <= probes <= 1_000_000:
+        _invalid("evidence.probes must be an integer >= 1")
+    detail = value["detail"]
+    if not isinstance(detail, str) or len(detail) > _REASON_MAX or _CONTROL.search(detail):
+        _invalid(f"evidence.detail must be a string of at most {_REASON_MAX} printable "
+                 "characters")
+    if _WIF_LIKE.search(detail):
+        _invalid("evidence.detail looks like it contains a private key")
+    return Evidence(kind, node, node_key, since, probes, detail)
 
 
 def parse_verdict(body: bytes) -> str:
@@ -174,15 +216,59 @@ def describe_request(store: Store, record: RequestRecord) -> dict[str, object]:
         for item in store.unresolved_broadcasts():
             if item.request.id == record.id and item.attempts:
                 body["tx_id"] = item.attempts[-1].tx_id
+    body.update(health_fields(store, record))
     return body
 
 
-def pending_notice(witness: str, request_id: str, what: str, plan: Approval) -> str:
-    """The text telling an operator that a request waits for a verdict, and until when."""
+def request_evidence(store: Store, record: RequestRecord) -> Evidence | None:
+    """The watcher's evidence the request carried, from its audit line (None: reactive)."""
+    for line in store.request_audit(record.id, "request"):
+        doc = line["data"].get("evidence")
+        if isinstance(doc, dict):
+            return Evidence(doc["kind"], doc["node"], doc["node_key"], doc["since"],
+                            doc["probes"], doc["detail"])
+    return None
+
+
+def health_fields(store: Store, record: RequestRecord) -> dict[str, object]:
+    """``preemptive``, ``evidence`` and the signer's latest ``health`` view of a request.
+
+    Empty for a request that carried no evidence and was decided without probes.
+    """
+    out: dict[str, object] = {}
+    evidence = request_evidence(store, record)
+    if evidence is not None:
+        out.update(preemptive=True, evidence=evidence.as_json())
+    views = store.request_audit(record.id, "health")
+    if views:
+        data = views[-1]["data"]
+        out["health"] = data.get("health")
+        out["health_stage"] = data.get("stage")
+        out.setdefault("preemptive", bool(data.get("preemptive")))
+    return out
+
+
+def health_text(evidence: Evidence | None, health: HealthSnapshot | None) -> str:
+    """The health evidence in one line for an operator ("" when there is none)."""
+    parts = []
+    if evidence is not None:
+        parts.append(f"pre-emptive: watcher says {evidence.node} {evidence.kind} for "
+                     f"{evidence.probes} probes ({evidence.detail})")
+    if health is not None:
+        parts.append(f"signer sees {health.summary()}")
+    return "; ".join(parts)
+
+
+def pending_notice(witness: str, request_id: str, what: str, plan: Approval, *,
+                   evidence: Evidence | None = None,
+                   health: HealthSnapshot | None = None) -> str:
+    """The text telling an operator that a request waits for a verdict, until when, and
+    on which health evidence (for a pre-emptive request or when nodes are probed)."""
     when = (f"approve before {plan.expires_at:%H:%M:%S}Z" if plan.mode == "manual"
             else f"executes at {plan.execute_at:%H:%M:%S}Z unless denied")
+    seen = health_text(evidence, health)
     return (f"{witness}: failover {what} needs an operator: request {request_id}, {when} "
-            "(witness-signer approve/deny)")
+            f"(witness-signer approve/deny){'; ' + seen if seen else ''}")
 
 
 def dry_run_answer(decision: Decision, ask: FailoverAsk, approval: str

@@ -209,15 +209,20 @@ class SignerService:
     def _dry_run(self, auth: Authenticated, ask: FailoverRequest) -> Answer:
         """What a real request would get now; nothing is stored but an audit line."""
         now = self._clock.now()
-        view = self.executor.chain.read_view()
-        decision = decide(ask.ask, view, self.executor.history(now), self.config.policy, now,
-                          quorum=self.config.quorum)
+        reading, health = self.executor.read_with_health(preemptive=ask.ask.evidence is not None)
+        decision = decide(ask.ask, reading.view, self.executor.history(now), self.config.policy,
+                          now, quorum=self.config.quorum, health=health)
         status, body = dry_run_answer(decision, ask.ask, self.config.policy.approval)
         if isinstance(decision, Refuse) and decision.alert:
             notify_safely(self._notifier, "request_refused",
                           f"{self.config.policy.witness}: dry run refused: {decision.reason}")
+        if health is not None:
+            body["health"] = health.as_json()
+        if ask.ask.evidence is not None:
+            body["preemptive"] = True
+        seen = {} if health is None else {"health": body["health"]}
         self.store.audit("dry_run", auth.keyid, None, decision=body["decision"],
-                         target_key=body["target_key"], nonce=auth.request.nonce)
+                         target_key=body["target_key"], nonce=auth.request.nonce, **seen)
         return Answer(status, body)
 
     # ---- reads -----------------------------------------------------------------------
@@ -246,6 +251,9 @@ class SignerService:
                          "nodes_agreeing": view.nodes_agreeing}
         if armed is not None:
             body["new_misses"] = view.total_missed - armed.baseline_missed
+        if self.executor.prober is not None:
+            body["preemptive"] = policy.preemptive
+            body["health"] = self.executor.prober.snapshot(view.head_block_num).as_json()
         return Answer(200, body)
 
     def get_request(self, auth: Authenticated, request_id: str) -> Answer:

@@ -384,6 +384,12 @@ class Store:
                                 "request_id": request_id, "data": data})
             return row_id
 
+    def request_audit(self, request_id: str, event: str) -> list[dict[str, Any]]:
+        """The audit records of one request with ``event``, oldest first."""
+        rows = self._rows("SELECT * FROM audit WHERE request_id = ? AND event = ? ORDER BY id",
+                          (request_id, event))
+        return [{**dict(r), "data": json.loads(r["data"])} for r in rows]
+
     def iter_audit(self, after_id: int = 0) -> Iterator[dict[str, Any]]:
         """Yield audit records (from SQLite, the authoritative copy) in order."""
         for r in self._rows("SELECT * FROM audit WHERE id > ? ORDER BY id", (after_id,)):

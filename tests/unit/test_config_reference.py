@@ -170,7 +170,7 @@ def test_threat_model_names_real_tests() -> None:
         source = REPO / path
         assert source.is_file(), path
         assert re.search(rf"(?m)^def {name}\(", source.read_text(encoding="utf-8")), (path, name)
-    for threat in (f"T{i}" for i in range(1, 9)):
+    for threat in (f"T{i}" for i in range(1, 10)):
         section = text.split(f"\n## {threat} ", 1)[1].split("\n## ", 1)[0]
         assert "`tests/" in section, f"{threat} names no test"
 
