@@ -246,6 +246,8 @@ def _policy(f: Fields, node_keys: tuple[NodeKey, ...]) -> PolicyConfig:
                                                        lo=1, hi=10**6)),
             veto_window=timedelta(seconds=f.float("policy.veto_window_s", default=120, lo=0.1,
                                                   hi=10**6)),
+            deny_hold=timedelta(seconds=f.float("policy.deny_hold_s", default=600, lo=0,
+                                                hi=10**7)),
         )
     except ConfigError as e:
         if e.path is not None:
