@@ -132,7 +132,8 @@ class History:
     armed_key: str
     switch_times: tuple[datetime, ...] = ()
     rounds: int = 0
-    armed_at: datetime | None = None
+    # When the operator (or a confirmed switch) last armed: a denial before it is history.
+    armed_at: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
