@@ -316,7 +316,8 @@ class Executor:
         busy = next((r.id for r in self.lifecycle.in_state(*OPEN_STATES) if r.id != record.id),
                     None)
         kind = next(k for k in OPERATOR_KINDS if k == record.kind)
-        ask = OperatorAsk(kind, record.failing_key, record.target_key, bool(record.force))
+        ask = OperatorAsk(kind, record.failing_key, record.target_key, bool(record.force),
+                          record.created_at if record.state == "approved" else None)
         return decide_operator(ask, view, self.lifecycle.store.history(since), self.policy,
                                now, quorum=self.quorum, busy_with=busy)
 

@@ -17,6 +17,13 @@ Read top to bottom, this is the state machine (the SQL triggers in
         │                                           confirmed
         └──fail (crash before a decision; approved and broadcast can fail too)──▶ failed
 
+An operator's command (``kind`` ``arm``, ``switch``, ``disable``, ``enable``;
+a watcher's ask is ``failover``) is recorded ``received`` and at once
+``approved`` by that operator (:meth:`Lifecycle.operator_request`); the worker
+then decides and sends it like an approved failover. An ``arm`` broadcasts
+nothing: it goes ``approved ──arm──▶ confirmed`` with the new baseline
+(:meth:`Lifecycle.operator_armed`), the one use of that step.
+
 Every write of a request's state goes through :class:`Lifecycle`; the worker,
 the service and the ``witness-signer`` CLI ask it, none of them calls
 :meth:`Store.transition`. Each transition writes its audit line in the same

@@ -293,6 +293,7 @@ class OperatorAsk:
     seen_key: str
     target_key: str | None = None
     force: bool = False
+    asked_at: datetime | None = None  # None once broadcast: a retry is not a new command
 
 
 @dataclass(frozen=True)
@@ -316,6 +317,10 @@ def decide_operator(ask: OperatorAsk, chain: ChainView, history: History | None,
     if chain.nodes_agreeing < quorum:
         return Refuse(f"only {chain.nodes_agreeing} node(s) agree, {quorum} required",
                       409, rule="quorum")
+    if ask.asked_at is not None and now - ask.asked_at > policy.approval_timeout:
+        # e.g. recorded while the signer was down: a command is not executed hours later.
+        return Refuse(f"the command was given at {ask.asked_at:%H:%M:%S}Z, more than "
+                      f"{policy.approval_timeout} ago; give it again", 409, rule="stale_ask")
     key = chain.signing_key
     if key != ask.seen_key:
         return Refuse(f"the on-chain key changed to {key} since the command was given "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,12 @@ from typing import Any
 from shared.clock import SystemClock
 from shared.errors import ConfigError
 from shared.httpsig import load_private_key, load_public_key
-from shared.signed_client import SignedJsonClient, UnreachableError, VerifiedAnswer
+from shared.signed_client import (
+    SignedJsonClient,
+    UnreachableError,
+    UnverifiedAnswerError,
+    VerifiedAnswer,
+)
 from signer.cli_operator import follow, outcome_text
 from signer.messages import node_label, pending_line
 from signer.schema import FINAL_STATES
@@ -95,8 +101,8 @@ def cmd_remote(args: argparse.Namespace) -> int:
     client = _client(args)
     try:
         return _run(client, args)
-    except UnreachableError as e:
-        print(f"witness-signer remote: {e}")
+    except (UnreachableError, UnverifiedAnswerError) as e:
+        print(f"witness-signer remote: {e}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     finally:
         client.close()

@@ -108,6 +108,17 @@ def test_command_refused_when_the_chain_moved_since_it_was_given() -> None:
     assert decision.rule == "stale_ask"
 
 
+def test_old_command_is_not_executed() -> None:
+    """A command older than approval_timeout (e.g. recorded while the signer was down) is stale."""
+    chain = view()
+    old = OperatorAsk("switch", BACKUP1, PRIMARY, asked_at=NOW - 11 * MIN)
+    decision = decide_operator(old, chain, history(), make_policy(), NOW)
+    assert isinstance(decision, Refuse)
+    assert decision.rule == "stale_ask"
+    fresh = OperatorAsk("switch", BACKUP1, PRIMARY, asked_at=NOW - 9 * MIN)
+    assert isinstance(decide_operator(fresh, chain, history(), make_policy(), NOW), Switch)
+
+
 def test_another_open_request_blocks_the_command() -> None:
     """One change in flight at a time: an operator command waits for an open request."""
     decision = decide("arm", busy="abc123")
