@@ -15,11 +15,11 @@ import pytest
 from shared.errors import ConfigError, FailoverError, PolicyError
 from signer.policy import History
 from signer.store import (
+    SCHEMA_VERSION,
     AppendOnlyError,
     Armed,
     IdempotencyConflictError,
     IllegalTransitionError,
-    SCHEMA_VERSION,
     RequestRecord,
     SqliteNonceStore,
     Store,
@@ -382,7 +382,7 @@ def test_naive_datetime_refused(store: Store) -> None:
 
 
 def test_version_1_database_is_migrated_with_its_rules(tmp_path: Path) -> None:
-    """A schema-1 database opens as the current schema; old refusals get their rule from the detail."""
+    """A schema-1 database opens as the current schema; old refusals get their rule back."""
     with open_store(tmp_path) as store:
         refused = new_request(store)
         assert store.transition(refused.id, {"received"}, "refused",
