@@ -172,3 +172,18 @@ def test_local_command_needs_a_running_signer(tmp_path: Path) -> None:
                             text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "no witness-signer is running" in result.stderr
+
+
+def test_remote_cli_verifies_the_signers_answers(api: Api) -> None:
+    """`remote status` prints node names; with the wrong signer key it refuses the answer (3)."""
+    keys = api.devnet.dir / "keys"
+    base = [console_script("witness-signer"), "remote", "status", "--url", api.signer.url,
+            "--key", str(keys / "operator.key")]
+    good = subprocess.run(base, capture_output=True, text=True, timeout=60, check=False)
+    assert good.returncode == 0, good.stderr
+    assert "armed on primary" in good.stdout
+    assert api.key_of("primary") not in good.stdout
+    wrong = subprocess.run([*base, "--signer-public-key", str(keys / "watcher.pub")],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert wrong.returncode == 3
+    assert "not authentic" in wrong.stderr
