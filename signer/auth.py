@@ -31,6 +31,7 @@ ROUTES: Mapping[str, frozenset[Role]] = {
     "request": frozenset({"watcher", "operator"}),
     "approve": frozenset({"operator"}),
     "deny": frozenset({"operator"}),
+    "operator": frozenset({"operator"}),  # arm, switch, disable, enable
 }
 
 

@@ -2,7 +2,9 @@
 
 ``serve`` loads signer.toml once and builds the service in gunicorn's worker
 (:mod:`signer.serving`); ``pending``/``approve``/``deny``/``audit`` work on the running
-server's SQLite state, ``status`` on the chain; ``keystore``, ``keygen`` and ``dry-run``
+server's SQLite state, ``status`` on the chain; ``arm``/``switch``/``disable``/``enable``
+are recorded for the running signer to execute (:mod:`signer.cli_operator`), ``remote``
+does the same over the signed API (:mod:`signer.remote`); ``keystore``, ``keygen`` and ``dry-run``
 live in :mod:`signer.cli_keys`, ``init`` writes a config (:mod:`signer.initconfig`).
 No command prints a private key or a passphrase.
 """
@@ -26,13 +28,20 @@ from shared.errors import ChainError, ConfigError, FailoverError
 from shared.rpc import JsonRpcClient
 from signer.app import open_store
 from signer.cli_keys import cmd_dry_run, cmd_keygen, cmd_keystore, key_name
+from signer.cli_operator import add_operator_commands, cmd_operator
 from signer.config import SignerConfig, environment_help
 from signer.initconfig import write_signer_init
 from signer.lifecycle import Lifecycle
-from signer.messages import checked_note, describe_request, health_fields
+from signer.messages import (
+    checked_note,
+    describe_request,
+    health_fields,
+    pending_line,
+    pending_summary,
+)
 from signer.policy import Verdict
+from signer.remote import add_remote_parser, cmd_remote
 from signer.serving import serve_signer
-from signer.store import RequestRecord
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +81,16 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print one JSON object per line")
     for verb, what in (("approve", "approve a pending request; the running signer re-checks "
                         "the chain and executes it"),
-                       ("deny", "deny a pending request; it will never be executed")):
+                       ("deny", "deny a pending request; it will never be executed, and no new "
+                        "request for the same outage is accepted for policy.deny_hold_s")):
         cmd = command(verb, what)
-        cmd.add_argument("request_id", metavar="ID", help="request id (see `pending`)")
+        cmd.add_argument("request_id", metavar="ID",
+                         help="request id or a unique prefix of 6+ characters (see `pending`)")
         cmd.add_argument("--as", dest="actor", default=None, metavar="NAME",
                          help="operator name recorded in the audit (default: the OS user)")
         cmd.add_argument("--note", default="", help="free text recorded with the verdict")
+    add_operator_commands(command)
+    add_remote_parser(sub)
     audit = command("audit", "print the audit trail as JSON lines, oldest first")
     audit.add_argument("--since", type=_timestamp, default=None, metavar="ISO",
                        help="only records at or after this ISO 8601 time (UTC if no zone)")
@@ -151,34 +164,24 @@ def cmd_serve(config: SignerConfig, args: argparse.Namespace) -> int:
 # ---- state: pending, approve, deny, audit ---------------------------------------------------
 
 
-def _row(record: RequestRecord) -> list[str]:
-    deadline = (f"approve by {record.approve_by:%Y-%m-%d %H:%M:%S}Z" if record.approve_by
-                else f"runs at {record.execute_at:%Y-%m-%d %H:%M:%S}Z" if record.execute_at
-                else "")
-    return [record.id, f"{record.created_at:%Y-%m-%d %H:%M:%S}Z", record.client_keyid,
-            record.failing_key, record.target_key or "-", deadline]
-
-
 def cmd_pending(config: SignerConfig, args: argparse.Namespace) -> int:
+    names = {k.public_key: k.name for k in config.node_keys}
     with open_store(config) as store:
+        armed = store.get_armed()
         records = store.list_pending()
-        if args.json:
-            for r in records:
-                print(json.dumps({"client": r.client_keyid, **describe_request(store, r)},
-                                 sort_keys=True))
-            return EXIT_OK
-        health = {r.id: _health_line(health_fields(store, r)) for r in records}
-    if not records:
-        print("no pending requests")
+        docs = [{**describe_request(store, r), **pending_summary(store, r, names, armed)}
+                for r in records]
+        health = [_health_line(health_fields(store, r)) for r in records]
+    if args.json:
+        for doc in docs:
+            print(json.dumps(doc, sort_keys=True))
         return EXIT_OK
-    table = [["ID", "CREATED", "CLIENT", "FAILING KEY", "TARGET KEY", "DEADLINE"]]
-    table += [_row(r) for r in records]
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    for request_id, line in health.items():
+    if not docs:
+        print("no pending requests")
+    for doc, line in zip(docs, health, strict=True):
+        print(pending_line(doc))
         if line:
-            print(f"{request_id}: {line}")
+            print(f"    {line}")
     return EXIT_OK
 
 
@@ -212,8 +215,9 @@ def cmd_verdict(config: SignerConfig, args: argparse.Namespace) -> int:
     verdict: Verdict = "approve" if args.command == "approve" else "deny"
     note = checked_note(args.note)  # before any change: the audit line must not be refused
     with open_store(config) as store:
-        record = Lifecycle(store).verdict(args.request_id, _actor(args), datetime.now(UTC),
-                                          verdict=verdict, note=note)
+        lifecycle = Lifecycle(store)
+        record = lifecycle.verdict(lifecycle.resolve(args.request_id), _actor(args),
+                                   datetime.now(UTC), verdict=verdict, note=note)
     then = ("the running signer re-checks the chain and executes it"
             if record.state == "approved" else "it will not be executed")
     print(f"request {record.id} {record.state} by {record.decided_by}; {then}")
@@ -316,6 +320,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[SignerConfig, argparse.Namespace], int]] = {
     "serve": cmd_serve, "status": cmd_status, "pending": cmd_pending, "approve": cmd_verdict,
     "deny": cmd_verdict, "audit": cmd_audit, "keystore": cmd_keystore, "dry-run": cmd_dry_run,
+    "arm": cmd_operator, "switch": cmd_operator, "disable": cmd_operator,
+    "enable": cmd_operator,
 }
 
 
@@ -336,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_keygen(args)
         if args.command == "init":
             return cmd_init(args)
+        if args.command == "remote":
+            return cmd_remote(args)
         config = SignerConfig.load(args.config)
         return COMMANDS[args.command](config, args)
     except FailoverError as e:

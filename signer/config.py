@@ -46,7 +46,7 @@ _TABLES: dict[str, tuple[str, ...]] = {
     "witness": ("account", "key_mode", "keys"),
     "policy": ("min_missed", "max_switches", "window_s", "cooldown_s", "max_rounds",
                "on_exhausted", "approval", "approval_timeout_s", "veto_window_s",
-               "preemptive"),
+               "preemptive", "deny_hold_s"),
     "health": ("probe_timeout_s", "max_lag_blocks", "confirm_probes", "confirm_interval_s"),
     "keystore": ("path", "passphrase_file", "passphrase_credential", "passphrase_env", "prompt"),
     "notify": ("twilio_account_sid", "twilio_auth_token_file", "twilio_auth_token_env",
@@ -308,6 +308,8 @@ def _policy(f: Fields, node_keys: tuple[NodeKey, ...]) -> PolicyConfig:
                                                   hi=10**6)),
             preemptive=_preemptive(f, node_keys),
             node_names=tuple(k.name for k in node_keys),
+            deny_hold=timedelta(seconds=f.float("policy.deny_hold_s", default=600, lo=0,
+                                                hi=10**7)),
         )
     except ConfigError as e:
         if e.path is not None:

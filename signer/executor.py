@@ -33,18 +33,23 @@ from shared.notify import Notifier
 from signer.confirmation import Confirmer
 from signer.failpoints import Failpoints
 from signer.health import HealthSnapshot
-from signer.lifecycle import Lifecycle
+from signer.lifecycle import OPEN_STATES, Lifecycle
 from signer.messages import pending_notice, request_evidence
 from signer.policy import (
+    OPERATOR_KINDS,
+    Arm,
     ChainView,
     Disable,
     Evidence,
     FailoverAsk,
     History,
+    OperatorAsk,
     PolicyConfig,
     Refuse,
     Switch,
     decide,
+    decide_operator,
+    deny_hold_refusal,
 )
 from signer.ports import SignerChain, WitnessReading
 from signer.probes import NodeProber
@@ -170,9 +175,12 @@ class Executor:
         return history
 
     def redecide(self, record: RequestRecord, view: ChainView, now: datetime,
-                 health: HealthSnapshot | None = None) -> Switch | Disable | Refuse:
+                 health: HealthSnapshot | None = None) -> Switch | Disable | Arm | Refuse:
         """The policy for a stored request against ``view`` and ``health`` (at execution,
-        or a retry); a pre-emptive request keeps its evidence."""
+        or a retry); a pre-emptive request keeps its evidence; an operator's command is
+        decided by :func:`decide_operator`."""
+        if record.kind != "failover":
+            return self.decide_operator(record, view, now)
         target = record.target_key if record.target_key != NULL_KEY else None
         ask = FailoverAsk(witness=record.witness, failing_key=record.failing_key,
                           observed_total_missed=view.total_missed,
@@ -207,7 +215,7 @@ class Executor:
         return reading, snapshot
 
     def _health_audit(self, record: RequestRecord, health: HealthSnapshot | None,
-                      decision: Switch | Disable | Refuse, stage: str) -> None:
+                      decision: Switch | Disable | Arm | Refuse, stage: str) -> None:
         """An audit line with the signer's health view, when it has one or was asked to."""
         evidence = self.evidence_of(record)
         if health is None and evidence is None:
@@ -244,8 +252,10 @@ class Executor:
             # ChainError: nothing stored, ask again
             reading, health = self.read_with_health(preemptive=evidence is not None)
             view = reading.view
-            decision = decide(fresh.ask, view, self.history(now), self.policy, now,
+            history = self.history(now)
+            decision = decide(fresh.ask, view, history, self.policy, now,
                               quorum=self.quorum, health=health)
+            decision = self.held_by_denial(decision, fresh.ask.failing_key, history, now)
             extra: dict[str, object] = {}
             if evidence is not None:
                 extra.update(preemptive=True, evidence=evidence.as_json())
@@ -318,6 +328,9 @@ class Executor:
         if isinstance(decision, Refuse):
             self.refuse(record, decision, now, context="at execution")
             return
+        if isinstance(decision, Arm):
+            self.arm(record, reading.view, now)
+            return
         target = decision.target_key if isinstance(decision, Switch) else NULL_KEY
         self.send(record, reading, target, now)
 
@@ -353,6 +366,39 @@ class Executor:
         self.lifecycle.broadcast_result(record, attempt, "sent")
         self.failpoints.hit("broadcast_recorded")
         log.info("request %s attempt %d: sent tx %s -> %s", record.id, attempt, tx.tx_id, target)
+
+    # ---- operator commands: the same path, the operator is the evidence -------------------
+
+    def held_by_denial(self, decision: Switch | Disable | Refuse, failing_key: str,
+                       history: History, now: datetime) -> Switch | Disable | Refuse:
+        """``decision``, or a ``denied_recently`` refusal while an operator's denial holds."""
+        denial = self.lifecycle.store.last_denial(failing_key, now - self.policy.deny_hold)
+        held = deny_hold_refusal(decision, denial.updated_at if denial else None, history,
+                                 self.policy, now)
+        assert not isinstance(held, Arm)
+        return held
+
+    def decide_operator(self, record: RequestRecord, view: ChainView, now: datetime
+                        ) -> Switch | Disable | Arm | Refuse:
+        """The policy for an operator's stored command against ``view``."""
+        since = now - max(self.policy.window, self.policy.cooldown)
+        busy = next((r.id for r in self.lifecycle.in_state(*OPEN_STATES) if r.id != record.id),
+                    None)
+        kind = next(k for k in OPERATOR_KINDS if k == record.kind)
+        ask = OperatorAsk(kind, record.failing_key, record.target_key, bool(record.force),
+                          record.created_at if record.state == "approved" else None)
+        return decide_operator(ask, view, self.lifecycle.store.history(since), self.policy,
+                               now, quorum=self.quorum, busy_with=busy)
+
+    def arm(self, record: RequestRecord, view: ChainView, now: datetime) -> None:
+        """Take ``view``'s key and ``total_missed`` as the baseline (an operator's ``arm``)."""
+        armed = Armed(view.total_missed, view.signing_key, now, 0)
+        if self.lifecycle.operator_armed(record, armed, now):
+            log.info("request %s: armed on %s at total_missed %d by %s", record.id,
+                     view.signing_key, view.total_missed, record.decided_by)
+            notify_safely(self.notifier, "armed",
+                          f"{self.policy.witness}: armed on {view.signing_key} at total_missed "
+                          f"{view.total_missed} (request {record.id}, by {record.decided_by})")
 
     # ---- a broadcast request: confirm ------------------------------------------------------
 

@@ -115,6 +115,11 @@ def create_app(service: SignerService, max_body_bytes: int) -> Flask:
         auth = authenticate("deny")
         return respond(service.deny(auth.keyid, request_id, require_json(allow_empty=True)))
 
+    @app.post("/v1/operator/<kind>", provide_automatic_options=False)
+    def operator(kind: str) -> Response:
+        auth = authenticate("operator")
+        return respond(service.operator(auth, kind, require_json(allow_empty=True)))
+
     @app.after_request
     def harden(response: Response) -> Response:
         response.headers["X-Content-Type-Options"] = "nosniff"

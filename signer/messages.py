@@ -11,14 +11,27 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NoReturn
 
+from shared.chains import NULL_KEY
 from shared.errors import RequestInvalidError
 from signer.health import HealthSnapshot
 from signer.lifecycle import http_status, refusal_detail, refusal_rule
-from signer.policy import Approval, Decision, Evidence, EvidenceKind, FailoverAsk, Refuse, Switch
+from signer.policy import (
+    OPERATOR_KINDS,
+    Approval,
+    Decision,
+    Evidence,
+    EvidenceKind,
+    FailoverAsk,
+    OperatorKind,
+    Refuse,
+    Switch,
+)
+from signer.records import Armed
 from signer.store import RequestRecord, Store
 
 log = logging.getLogger(__name__)
@@ -194,6 +207,51 @@ def checked_note(note: object) -> str:
     return note
 
 
+@dataclass(frozen=True)
+class OperatorCommand:
+    """A schema-checked operator command: its verb, the node it names, the cooldown override."""
+
+    kind: OperatorKind
+    to: str | None
+    force: bool
+    note: str
+    digest: str
+
+
+_NODE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def parse_operator(kind: str, body: bytes) -> OperatorCommand:
+    """Check a verified ``POST /v1/operator/<kind>`` body: ``{"to", "force", "note"}``.
+
+    ``switch`` and ``enable`` need ``to`` (a node name); ``arm`` and ``disable`` refuse it.
+
+    Raises:
+        RequestInvalidError: an unknown verb (404) or any schema violation (422).
+    """
+    verb = next((k for k in OPERATOR_KINDS if k == kind), None)
+    if verb is None:
+        raise RequestInvalidError(f"no operator command {kind[:20]!r}", status=404)
+    doc = parse_json_object(body) if body.strip() else {}
+    unknown = sorted(set(doc) - {"to", "force", "note"})
+    if unknown:
+        _invalid(f"unknown field {unknown[0][:40]!r}")
+    to = doc.get("to")
+    if verb in ("switch", "enable"):
+        if not isinstance(to, str) or not _NODE_NAME.fullmatch(to):
+            _invalid(f"{verb} needs \"to\": the name of a configured node")
+    elif to is not None:
+        _invalid(f"{verb} takes no \"to\"")
+    force = doc.get("force", False)
+    if not isinstance(force, bool):
+        _invalid("force must be true or false")
+    note = checked_note(doc.get("note", ""))
+    canonical = json.dumps({"kind": verb, "to": to, "force": force, "note": note},
+                           sort_keys=True)
+    return OperatorCommand(verb, to if isinstance(to, str) else None, force, note,
+                           hashlib.sha256(canonical.encode()).hexdigest())
+
+
 # --- answers ---------------------------------------------------------------------------
 
 
@@ -208,6 +266,8 @@ def describe_request(store: Store, record: RequestRecord) -> dict[str, object]:
                         ("decided_by", record.decided_by), ("detail", record.detail)):
         if value:
             body[name] = value.isoformat() if isinstance(value, datetime) else value
+    if record.kind != "failover":
+        body["kind"] = record.kind
     if record.state == "confirmed":
         for switch in store.switches(record.created_at):
             if switch.request_id == record.id:
@@ -218,6 +278,47 @@ def describe_request(store: Store, record: RequestRecord) -> dict[str, object]:
                 body["tx_id"] = item.attempts[-1].tx_id
     body.update(health_fields(store, record))
     return body
+
+
+def node_label(names: Mapping[str, str], key: str | None) -> str:
+    """A node's name for ``key``; an unknown key abbreviated; ``-`` for none."""
+    if not key:
+        return "-"
+    if key == NULL_KEY:
+        return "null key (disabled)"
+    return names.get(key) or f"{key[:9]}…{key[-4:]} (not a configured node)"
+
+
+def pending_summary(store: Store, record: RequestRecord, names: Mapping[str, str],
+                    armed: Armed | None) -> dict[str, object]:
+    """What an operator needs to decide on a pending request, with node names, as JSON."""
+    asked = next(iter(store.request_audit(record.id, "request")), {}).get("data", {})
+    chain_missed = asked.get("chain_total_missed")
+    misses = (chain_missed - armed.baseline_missed
+              if isinstance(chain_missed, int) and armed is not None else None)
+    deadline = record.approve_by or record.execute_at
+    return {"request_id": record.id, "kind": record.kind, "client": record.client_keyid,
+            "failing_key": record.failing_key, "target_key": record.target_key,
+            "failing_node": node_label(names, record.failing_key),
+            "target_node": node_label(names, record.target_key),
+            "misses_since_armed": misses, "evidence": str(asked.get("reason", "")),
+            "deadline": deadline.isoformat() if deadline else None,
+            "deadline_kind": "approve_by" if record.approve_by else "execute_at",
+            "created_at": record.created_at.isoformat()}
+
+
+def pending_line(doc: Mapping[str, object]) -> str:
+    """One readable line for a :func:`pending_summary`: id, nodes, misses, evidence, deadline."""
+    deadline = doc.get("deadline")
+    when = "" if not isinstance(deadline, str) else (
+        f"approve by {deadline[11:19]}Z" if doc.get("deadline_kind") == "approve_by"
+        else f"runs at {deadline[11:19]}Z unless denied")
+    misses = doc.get("misses_since_armed")
+    evidence = str(doc.get("evidence") or "")[:60]
+    return (f"{str(doc.get('request_id', ''))[:12]}  {doc.get('failing_node')} -> "
+            f"{doc.get('target_node')}  "
+            f"{'?' if misses is None else misses} miss(es) since armed  {when}  "
+            f"from {doc.get('client')}" + (f"  ({evidence})" if evidence else ""))
 
 
 def request_evidence(store: Store, record: RequestRecord) -> Evidence | None:
