@@ -126,7 +126,7 @@ class AppriseNotifier:
 def _notify(channel: apprise.Apprise, title: str, body: str) -> bool:
     try:
         return bool(channel.notify(body=body, title=title))
-    except Exception as e:  # a plugin bug is a failed delivery, not a crash of the alert path
+    except Exception as e:  # noqa: BLE001 - a plugin bug is a failed delivery, not a crash
         # SECURITY: T8 — the exception text may hold the URL; its type only.
         log.warning("apprise channel raised %s", type(e).__name__)
         return False

@@ -29,11 +29,10 @@ import time
 from collections import Counter, deque
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Final, Protocol
 
 from shared.clock import Clock
-from pathlib import Path
-
 from shared.errors import ConfigError, NotifyError
 from shared.secret import Secret
 

@@ -26,7 +26,13 @@ from pathlib import Path
 from shared.clock import Clock, SystemClock
 from shared.errors import ConfigError, KeystoreError
 from shared.httpsig import load_private_key, load_public_key
-from shared.notify import LogNotifier, NonBlockingNotifier, Notifier, RateLimitedNotifier
+from shared.notify import (
+    FanOutNotifier,
+    LogNotifier,
+    NonBlockingNotifier,
+    Notifier,
+    RateLimitedNotifier,
+)
 from shared.rpc import HeadTracker, JsonRpcClient
 from signer.auth import Client
 from signer.config import SignerConfig, TwilioConfig
@@ -133,8 +139,7 @@ def _read_token(path: Path) -> Secret:
     return Secret(text)
 
 
-def _twilio(config: SignerConfig, twilio: TwilioConfig, clock: Clock
-            ) -> tuple[Notifier, Callable[[], None]]:
+def _twilio(config: SignerConfig, twilio: TwilioConfig) -> Notifier:
     from shared.sms import TwilioNotifier  # noqa: PLC0415 - keep twilio off the default path
 
     if twilio.auth_token_file is not None:
@@ -145,16 +150,47 @@ def _twilio(config: SignerConfig, twilio: TwilioConfig, clock: Clock
             raise ConfigError("no Twilio auth token: set the file or the environment variable",
                               path=str(config.path), field="notify.twilio_auth_token_env")
         token = Secret(value)
-    sms = TwilioNotifier(twilio.account_sid, token, twilio.from_number, twilio.to_numbers,
-                         api_base_url=twilio.api_base_url)
-    queued = NonBlockingNotifier(sms)
+    return TwilioNotifier(twilio.account_sid, token, twilio.from_number, twilio.to_numbers,
+                          api_base_url=twilio.api_base_url)
+
+
+def build_notifier(config: SignerConfig, clock: Clock
+                   ) -> tuple[Notifier, Callable[[], None]] | None:
+    """RateLimited(FanOut(NonBlocking(Twilio), NonBlocking(apprise))) over the configured
+    channels and its closer; None when no channel is configured.
+
+    Raises:
+        ConfigError: a channel is configured but its token or URLs are missing or unsafe.
+    """
+    inner: list[Notifier] = []
+    if config.twilio is not None:
+        inner.append(_twilio(config, config.twilio))
+    if config.apprise_configured:
+        from shared.channels import AppriseNotifier  # noqa: PLC0415 - apprise only if configured
+
+        if config.apprise_urls_file is None:
+            log.warning("apprise URLs come from the environment (%s); prefer "
+                        "notify.apprise_urls_file (mode 0600)", config.apprise_urls_env)
+        apprise = AppriseNotifier(config.apprise_urls())
+        log.info("alert channels: %s", ", ".join(apprise.names))
+        inner.append(apprise)
+    if not inner:
+        return None
+    # Each channel behind its own queue: a hung channel never delays another one.
+    queued = [NonBlockingNotifier(n) for n in inner]
 
     def close() -> None:
-        queued.close()
-        sms.close()
+        for q in queued:
+            q.close()
+        for n in inner:
+            closer = getattr(n, "close", None)
+            if callable(closer):
+                closer()
 
-    # A flood of one event is one SMS a minute; an outage is at most 30 an hour.
-    limited = RateLimitedNotifier(queued, per_event_min_interval=timedelta(minutes=1),
+    # A flood of one condition is one alert a minute and at most 30 an hour; approval and
+    # switch alerts are never suppressed (shared.notify.URGENT_EVENTS).
+    limited = RateLimitedNotifier(FanOutNotifier(queued),
+                                  per_event_min_interval=timedelta(minutes=1),
                                   max_per_hour=30, clock=clock)
     return limited, close
 
@@ -195,9 +231,10 @@ def build_service(config: SignerConfig, *,
                                tracker=HeadTracker(config.stale_after),
                                tx_expiration=config.tx_expiration, clock=clock)
         closers: list[Callable[[], object]] = []
-        if notifier is None and config.twilio is not None:
-            notifier, close_sms = _twilio(config, config.twilio, clock)
-            closers.append(close_sms)
+        built = None if notifier is not None else build_notifier(config, clock)
+        if built is not None:
+            notifier, close_notifier = built
+            closers.append(close_notifier)
         notifier = notifier or LogNotifier()
         options = options or ServiceOptions()
         lifecycle = Lifecycle(store)

@@ -17,6 +17,7 @@ from shared.clock import Clock
 from shared.errors import ConfigError
 from shared.httpsig import load_private_key, load_public_key
 from shared.notify import (
+    FanOutNotifier,
     LogNotifier,
     NonBlockingNotifier,
     Notifier,
@@ -73,26 +74,42 @@ def build_sms(config: WatcherConfig) -> TwilioNotifier:
 
 
 def build_notifier(config: WatcherConfig, clock: Clock) -> tuple[Notifier, Callable[[], None]]:
-    """RateLimited(NonBlocking(Twilio)) when [twilio] is configured, else the log; and a closer.
+    """RateLimited(FanOut(NonBlocking(Twilio), NonBlocking(apprise))) over the configured
+    channels, else the log; and a closer.
 
     Raises:
-        ConfigError: Twilio is configured but its token is missing or unsafe.
+        ConfigError: a channel is configured but its token or URLs are missing or unsafe.
     """
-    if config.twilio is None:
-        log.warning("no [twilio] section: alerts go to the log only")
+    channels: list[NonBlockingNotifier] = []
+    closers: list[Callable[[], object]] = []
+    if config.twilio is not None:
+        sms = build_sms(config)
+        channels.append(NonBlockingNotifier(sms))
+        closers.append(sms.close)
+    if config.apprise_configured:
+        from shared.channels import AppriseNotifier  # noqa: PLC0415 - apprise only if configured
+
+        if config.apprise_urls_file is None:
+            log.warning("apprise URLs come from the environment (%s); prefer "
+                        "alerts.apprise_urls_file (mode 0600)", config.apprise_urls_env)
+        apprise = AppriseNotifier(config.apprise_urls())
+        log.info("alert channels: %s", ", ".join(apprise.names))
+        channels.append(NonBlockingNotifier(apprise))
+    if not channels:
+        log.warning("no [twilio] section and no apprise URLs: alerts go to the log only")
         return LogNotifier(), lambda: None
-    sms = build_sms(config)
-    queued = NonBlockingNotifier(sms)
+    fan_out = FanOutNotifier(channels)
     hourly = config.alert_max_per_hour
     router = AlertRouter(
-        RateLimitedNotifier(queued, per_event_min_interval=timedelta(0), max_per_hour=hourly,
+        RateLimitedNotifier(fan_out, per_event_min_interval=timedelta(0), max_per_hour=hourly,
                             clock=clock),
-        RateLimitedNotifier(queued, per_event_min_interval=config.alert_min_interval,
+        RateLimitedNotifier(fan_out, per_event_min_interval=config.alert_min_interval,
                             max_per_hour=hourly, clock=clock))
 
     def close() -> None:
-        queued.close()
-        sms.close()
+        for channel in channels:
+            channel.close()
+        _close_all(closers)
 
     return router, close
 
