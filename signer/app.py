@@ -26,6 +26,7 @@ from pathlib import Path
 from shared.clock import Clock, SystemClock
 from shared.errors import ConfigError, KeystoreError
 from shared.httpsig import load_private_key, load_public_key
+from shared.logtext import KeyLabels
 from shared.notify import (
     FanOutNotifier,
     LogNotifier,
@@ -241,7 +242,9 @@ def build_service(config: SignerConfig, *,
         executor = Executor(lifecycle, chain, config.policy, notifier, clock,
                             quorum=config.quorum, confirm_timeout=config.confirm_timeout,
                             max_attempts=options.max_attempts,
-                            failpoints=Failpoints(config.env_value(FAILPOINT_ENV)))
+                            failpoints=Failpoints(config.env_value(FAILPOINT_ENV)),
+                            key_label=KeyLabels((k.public_key, k.name)
+                                                for k in config.node_keys))
         service = SignerService(config, lifecycle, executor, Worker(executor, options.tick_s),
                                 clients=clients, response_key=response_key, notifier=notifier,
                                 clock=clock, options=options,

@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from shared.errors import ChainError
-from shared.labels import KeyLabels
+from shared.logtext import KeyLabels
 from signer.policy import ChainView
 from signer.schema import STATES
 from signer.service import SignerService

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from shared.clock import Clock
 from shared.errors import ChainError, FailoverError
+from shared.logtext import ChangeLog
 from shared.notify import Notifier
 from watcher.core import (
     OUTSTANDING,
@@ -117,6 +118,7 @@ class Watcher:
         self.schedule: Schedule | None = None
         self.last_observation: Observation | None = None
         self.last_plan: PollPlan | None = None
+        self._changes = ChangeLog()
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -216,7 +218,8 @@ class Watcher:
         # T7: on disk before it is sent; a restart resends these very bytes.
         self._save()
         self.metrics.update(requests_sent=self.metrics.requests_sent + 1)
-        log.warning("requesting failover %s: %s", request_id, decision.reason)
+        log.warning("requesting failover %s: %s", request_id, decision.reason,
+                    extra={"request_id": request_id})
         if not self.settings.dry_run:
             self._notify("switch_requested", f"{self.settings.account}: failover requested "
                          f"({decision.reason}); request {request_id}")
@@ -243,9 +246,25 @@ class Watcher:
             return
         self._handle(answer, now)
 
+    def _own_request_id(self) -> str | None:
+        """The id this watcher gave the outstanding request (the signer logs and audits it)."""
+        try:
+            body = json.loads(self.state.request_body or "{}")
+        except ValueError:
+            return None
+        own = body.get("request_id") if isinstance(body, dict) else None
+        return own if isinstance(own, str) else None
+
     def _handle(self, answer: SignerAnswer, now: datetime) -> None:
         account, rid = self.settings.account, answer.request_id or self.state.request_id
-        log.info("signer: request %s is %s %s", rid, answer.state, answer.detail)
+        own = self._own_request_id()
+        # A pending request is asked about every few seconds: log its line on change only,
+        # with a reminder now and then (shared.logtext.ChangeLog).
+        level = logging.INFO if self._changes.should_log(
+            "signer_answer", (rid, answer.state, answer.detail)) else logging.DEBUG
+        log.log(level, "signer: request %s (signer id %s) is %s %s", own or rid, rid,
+                answer.state, answer.detail,
+                extra={"request_id": own or rid, "signer_request_id": rid})
         if answer.state == "confirmed":
             self.state = with_confirmed(self.state, answer.target_key, answer.tx_id,
                                         self.settings.policy, now)
