@@ -34,6 +34,16 @@ class KeyLabels:
             return f"{key} (not a configured node)"
         return f"{key[:_SHOWN]}…({name})"
 
+    def annotate(self, text: str) -> str:
+        """``text`` with each configured key in it followed by its node name: ``STM… (backup1)``.
+
+        For alert and log texts made by pure code that knows no node names; idempotent.
+        """
+        for key, name in self._names.items():
+            if key in text and f"{key} ({name})" not in text:
+                text = text.replace(key, f"{key} ({name})")
+        return text
+
 
 class ChangeLog:
     """Tells whether a state line is worth logging: on change, else once per ``reminder_s``.

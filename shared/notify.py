@@ -27,7 +27,7 @@ import stat
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final, Protocol
@@ -78,6 +78,25 @@ class LogNotifier:
 
     def __repr__(self) -> str:
         return "LogNotifier()"
+
+
+class LabelledNotifier:
+    """Rewrites each text through ``label`` (e.g. node names next to keys) before sending."""
+
+    def __init__(self, inner: Notifier, label: Callable[[str], str]) -> None:
+        self._inner = inner
+        self._label = label
+
+    def send(self, event: str, text: str) -> None:
+        """Send the labelled text.
+
+        Raises:
+            NotifyError: from the wrapped notifier.
+        """
+        self._inner.send(event, self._label(text))
+
+    def __repr__(self) -> str:
+        return f"LabelledNotifier({self._inner!r})"
 
 
 class NonBlockingNotifier:

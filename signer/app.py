@@ -29,6 +29,7 @@ from shared.httpsig import load_private_key, load_public_key
 from shared.logtext import KeyLabels
 from shared.notify import (
     FanOutNotifier,
+    LabelledNotifier,
     LogNotifier,
     NonBlockingNotifier,
     Notifier,
@@ -190,7 +191,8 @@ def build_notifier(config: SignerConfig, clock: Clock
 
     # A flood of one condition is one alert a minute and at most 30 an hour; approval and
     # switch alerts are never suppressed (shared.notify.URGENT_EVENTS).
-    limited = RateLimitedNotifier(FanOutNotifier(queued),
+    labels = KeyLabels((k.public_key, k.name) for k in config.node_keys)
+    limited = RateLimitedNotifier(LabelledNotifier(FanOutNotifier(queued), labels.annotate),
                                   per_event_min_interval=timedelta(minutes=1),
                                   max_per_hour=30, clock=clock)
     return limited, close

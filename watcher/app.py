@@ -16,8 +16,10 @@ from typing import Final
 from shared.clock import Clock
 from shared.errors import ConfigError
 from shared.httpsig import load_private_key, load_public_key
+from shared.logtext import KeyLabels
 from shared.notify import (
     FanOutNotifier,
+    LabelledNotifier,
     LogNotifier,
     NonBlockingNotifier,
     Notifier,
@@ -95,10 +97,11 @@ def build_notifier(config: WatcherConfig, clock: Clock) -> tuple[Notifier, Calla
         apprise = AppriseNotifier(config.apprise_urls())
         log.info("alert channels: %s", ", ".join(apprise.names))
         channels.append(NonBlockingNotifier(apprise))
+    labels = key_labels(config)
     if not channels:
         log.warning("no [twilio] section and no apprise URLs: alerts go to the log only")
-        return LogNotifier(), lambda: None
-    fan_out = FanOutNotifier(channels)
+        return LabelledNotifier(LogNotifier(), labels.annotate), lambda: None
+    fan_out = LabelledNotifier(FanOutNotifier(channels), labels.annotate)
     hourly = config.alert_max_per_hour
     router = AlertRouter(
         RateLimitedNotifier(fan_out, per_event_min_interval=timedelta(0), max_per_hour=hourly,
@@ -112,6 +115,11 @@ def build_notifier(config: WatcherConfig, clock: Clock) -> tuple[Notifier, Calla
         _close_all(closers)
 
     return router, close
+
+
+def key_labels(config: WatcherConfig) -> KeyLabels:
+    """Node names for keys, from the config's ``[[nodes]]``."""
+    return KeyLabels((n.public_key, n.name) for n in config.node_keys)
 
 
 def build_reader(config: WatcherConfig) -> RpcChainReader:
@@ -193,7 +201,7 @@ def build_watcher(config: WatcherConfig, *, clock: Clock, sleep: Callable[[float
             log.info("metrics on http://%s:%d/metrics", config.metrics_host, server.port)
         watcher = Watcher(settings_of(config, dry_run=dry_run), reader, signer,
                           notifier=notifier, clock=clock, sleep=sleep, store=store,
-                          metrics=metrics)
+                          metrics=metrics, key_labels=key_labels(config))
     except BaseException:
         _close_all(closers)
         raise

@@ -94,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
                         "round trip to the signer (GET /v1/status, no switch) and that Twilio "
                         "credentials are present. Sends an SMS only with --send-test.")
     ck.add_argument("--config", type=Path, required=True, help=_CONFIG_HELP)
-    ck.add_argument("--send-test", action="store_true", help="also send a test SMS")
+    ck.add_argument("--send-test", action="store_true",
+                    help="also send a test SMS and a test message to each apprise channel")
 
     init = sub.add_parser("init", help="write a commented watcher.toml for a real chain",
                           description="Write DIR/watcher.toml for a real chain: public API "

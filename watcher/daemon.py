@@ -19,7 +19,7 @@ from typing import Protocol
 
 from shared.clock import Clock
 from shared.errors import ChainError, FailoverError
-from shared.logtext import ChangeLog
+from shared.logtext import ChangeLog, KeyLabels
 from shared.notify import Notifier
 from watcher.core import (
     OUTSTANDING,
@@ -103,8 +103,10 @@ class Watcher:
 
     def __init__(self, settings: Settings, reader: ChainReader, signer: SignerPort, *,
                  notifier: Notifier, clock: Clock, sleep: Callable[[float], object],
-                 store: StateStore, metrics: Metrics | None = None) -> None:
+                 store: StateStore, metrics: Metrics | None = None,
+                 key_labels: KeyLabels | None = None) -> None:
         self.settings = settings
+        self._labels = key_labels or KeyLabels({})
         self._reader = reader
         self._signer = signer
         self._notifier = notifier
@@ -192,10 +194,10 @@ class Watcher:
         before = self.state.condition
         self.state = after_decision(self.state, decision, now)
         if isinstance(decision, Alert):
-            log.warning("alert %s: %s", decision.kind, decision.text)
+            log.warning("alert %s: %s", decision.kind, self._labels.annotate(decision.text))
             self._notify(decision.kind, f"{account}: {decision.text}")
         elif isinstance(decision, Rearm):
-            log.info("re-armed: %s", decision.reason)
+            log.info("re-armed: %s", self._labels.annotate(decision.reason))
             if not decision.expected:
                 self._notify("key_changed", f"{account}: {decision.reason}; re-armed at "
                              f"total_missed {decision.baseline_missed}")
@@ -218,7 +220,8 @@ class Watcher:
         # T7: on disk before it is sent; a restart resends these very bytes.
         self._save()
         self.metrics.update(requests_sent=self.metrics.requests_sent + 1)
-        log.warning("requesting failover %s: %s", request_id, decision.reason,
+        log.warning("requesting failover %s: %s", request_id,
+                    self._labels.annotate(decision.reason),
                     extra={"request_id": request_id})
         if not self.settings.dry_run:
             self._notify("switch_requested", f"{self.settings.account}: failover requested "

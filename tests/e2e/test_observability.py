@@ -126,6 +126,9 @@ def test_failover_is_observable_end_to_end(observed: Observed) -> None:
     signer_log = observed.signer.log.read_text()
     assert any(rid in signer_log for rid in own_ids)
     assert "(backup1)" in signer_log  # keys are labelled with their node names
+    assert any("(primary)" in doc["message"] for doc in lines
+               if doc["message"].startswith("requesting failover"))
+    assert "(backup1)" in by_path["/signer"].fields["message"]
 
     signer = wait_until(lambda: (m := scrape(observed.signer_metrics))
                         ["witness_signer_switches_total"].get(()) == 1 and m, 15,
