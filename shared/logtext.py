@@ -66,3 +66,7 @@ class ChangeLog:
             return False
         self._last[topic] = (value, now)
         return True
+
+    def forget(self, topic: Hashable) -> None:
+        """Log the next value of ``topic`` whatever it is (the condition ended)."""
+        self._last.pop(topic, None)

@@ -242,7 +242,9 @@ class Watcher:
                 answer = self._signer.follow(answer, self.settings.follow_timeout_s,
                                              self.settings.timing.block_interval_s)
         except FailoverError as e:
-            log.warning("signer: %s", e)
+            level = logging.WARNING if self._changes.should_log(
+                "signer_error", (type(e).__name__, str(e))) else logging.DEBUG
+            log.log(level, "signer: %s", e, extra={"request_id": self._own_request_id()})
             self._alert_once("signer_unreachable", f"{self.settings.account}: signer "
                              f"unreachable or not authentic ({e}); request "
                              f"{state.request_id} will be retried", now)
@@ -261,6 +263,7 @@ class Watcher:
     def _handle(self, answer: SignerAnswer, now: datetime) -> None:
         account, rid = self.settings.account, answer.request_id or self.state.request_id
         own = self._own_request_id()
+        self._changes.forget("signer_error")  # the signer answered: a new error is news
         # A pending request is asked about every few seconds: log its line on change only,
         # with a reminder now and then (shared.logtext.ChangeLog).
         level = logging.INFO if self._changes.should_log(

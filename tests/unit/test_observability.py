@@ -148,6 +148,8 @@ def test_change_log_logs_on_change_and_reminds() -> None:
     assert not changes.should_log("answer", ("r1", "approved"))
     t[0] = 305
     assert changes.should_log("answer", ("r1", "approved"))
+    changes.forget("answer")
+    assert changes.should_log("answer", ("r1", "approved"))
 
 
 def _urls(tmp_path: Path, url: str, mode: int = 0o600) -> Path:
@@ -281,3 +283,20 @@ def test_every_audit_line_of_a_request_carries_the_client_id(tmp_path: Path) -> 
         rows = [r for r in store.iter_audit() if r["request_id"] == record.id]
     assert [r["event"] for r in rows] == ["request", "failed"]
     assert {r["data"]["client_request_id"] for r in rows} == {"W-0123456789abcdef"}
+
+
+@pytest.mark.parametrize(("parse", "argv"), [
+    pytest.param("signer", ["serve", "--config", "s.toml", "--log-format", "json"], id="signer"),
+    pytest.param("watcher", ["run", "--config", "w.toml", "--log-format", "json"], id="watcher"),
+])
+def test_log_format_option(parse: str, argv: list[str]) -> None:
+    """`witness-signer serve` and `witness-watcher run` take --log-format json; text is the
+    default and anything else is a usage error."""
+    from signer.cli import _parser as signer_parser  # noqa: PLC0415
+    from watcher.cli import _parser as watcher_parser  # noqa: PLC0415
+
+    parser = signer_parser() if parse == "signer" else watcher_parser()
+    assert parser.parse_args(argv).log_format == "json"
+    assert parser.parse_args(argv[:3]).log_format == "text"
+    with pytest.raises(SystemExit):
+        parser.parse_args([*argv[:3], "--log-format", "xml"])
