@@ -112,7 +112,10 @@ class SignerMetrics(Collector):
 
 
 def registry_for(service: SignerService, *, chain_cache_s: float = 5.0) -> CollectorRegistry:
-    """A registry of its own holding the signer's collector (no process global)."""
-    registry = CollectorRegistry(auto_describe=True)
+    """A registry of its own holding the signer's collector (no process global).
+
+    Not auto-described: registering must not read the chain or the store.
+    """
+    registry = CollectorRegistry()
     registry.register(SignerMetrics(service, chain_cache_s=chain_cache_s))
     return registry

@@ -300,3 +300,21 @@ def test_log_format_option(parse: str, argv: list[str]) -> None:
     assert parser.parse_args(argv[:3]).log_format == "text"
     with pytest.raises(SystemExit):
         parser.parse_args([*argv[:3], "--log-format", "xml"])
+
+
+def test_busy_metrics_port_names_the_setting(tmp_path: Path) -> None:
+    """A taken metrics port is a ConfigError naming metrics.port, not a traceback."""
+    import socket  # noqa: PLC0415
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from signer.serving import _start_metrics  # noqa: PLC0415
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = SignerConfig.load(_signer_toml(tmp_path, f"\n[metrics]\nport = {port}\n"))
+        service = SimpleNamespace(config=config)
+        with pytest.raises(ConfigError, match=r"metrics\.port") as info:
+            _start_metrics(config, service)  # type: ignore[arg-type]
+    assert f"127.0.0.1:{port}" in str(info.value)
