@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 _REDACTED: Final = "<redacted>"
 _MIN_SECRET_PART: Final = 6  # shorter URL parts (ports, "path") are not worth redacting
 MAX_BODY_CHARS: Final = 4000
+# Schemes whose host part is a real host name, not a token (generic webhooks, e-mail).
+_HOST_IS_A_HOST: Final = frozenset({"json", "jsons", "form", "forms", "xml", "xmls",
+                                    "mailto", "mailtos", "ntfy", "ntfys"})
 
 
 class _Redactor(logging.Filter):
@@ -60,9 +63,9 @@ def secret_parts(url: str) -> set[str]:
                                  *(v for _, v in parse_qsl(split.query))]
     except ValueError:
         return parts
-    if not split.netloc.rpartition("@")[0]:
+    if not split.netloc.rpartition("@")[0] and split.scheme not in _HOST_IS_A_HOST:
         # tgram://<token>/..., discord://<id>/<token>: the "host" is the secret.
-        candidates.append(split.hostname or "")
+        candidates += [split.netloc, split.hostname or ""]
     for c in candidates:
         for value in (c, unquote(c)):
             if len(value) >= _MIN_SECRET_PART:
