@@ -157,9 +157,9 @@ def _twilio(config: SignerConfig, twilio: TwilioConfig) -> Notifier:
 
 
 def build_notifier(config: SignerConfig, clock: Clock
-                   ) -> tuple[Notifier, Callable[[], None]] | None:
+                   ) -> tuple[Notifier, Callable[[], None]]:
     """RateLimited(FanOut(NonBlocking(Twilio), NonBlocking(apprise))) over the configured
-    channels and its closer; None when no channel is configured.
+    channels (the log when none is), node names next to keys; and its closer.
 
     Raises:
         ConfigError: a channel is configured but its token or URLs are missing or unsafe.
@@ -176,8 +176,10 @@ def build_notifier(config: SignerConfig, clock: Clock
         apprise = AppriseNotifier(config.apprise_urls())
         log.info("alert channels: %s", ", ".join(apprise.names))
         inner.append(apprise)
+    labels = KeyLabels((k.public_key, k.name) for k in config.node_keys)
     if not inner:
-        return None
+        log.warning("no SMS and no apprise URLs configured: alerts go to the log only")
+        return LabelledNotifier(LogNotifier(), labels.annotate), lambda: None
     # Each channel behind its own queue: a hung channel never delays another one.
     queued = [NonBlockingNotifier(n) for n in inner]
 
@@ -191,7 +193,6 @@ def build_notifier(config: SignerConfig, clock: Clock
 
     # A flood of one condition is one alert a minute and at most 30 an hour; approval and
     # switch alerts are never suppressed (shared.notify.URGENT_EVENTS).
-    labels = KeyLabels((k.public_key, k.name) for k in config.node_keys)
     limited = RateLimitedNotifier(LabelledNotifier(FanOutNotifier(queued), labels.annotate),
                                   per_event_min_interval=timedelta(minutes=1),
                                   max_per_hour=30, clock=clock)
@@ -234,11 +235,9 @@ def build_service(config: SignerConfig, *,
                                tracker=HeadTracker(config.stale_after),
                                tx_expiration=config.tx_expiration, clock=clock)
         closers: list[Callable[[], object]] = []
-        built = None if notifier is not None else build_notifier(config, clock)
-        if built is not None:
-            notifier, close_notifier = built
+        if notifier is None:
+            notifier, close_notifier = build_notifier(config, clock)
             closers.append(close_notifier)
-        notifier = notifier or LogNotifier()
         options = options or ServiceOptions()
         lifecycle = Lifecycle(store)
         executor = Executor(lifecycle, chain, config.policy, notifier, clock,
