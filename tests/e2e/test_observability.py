@@ -16,8 +16,16 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from drill.fake_webhook import WebhookRecorder
-from drill.procs import DrillError, console_script, start_process, stop_process, tail, wait_until
-from drill.services import RunningDevnet, Service, running_devnet, running_signer, signer_audit
+from drill.procs import (
+    DrillError,
+    console_script,
+    start_process,
+    stop_process,
+    tail,
+    wait_http,
+    wait_until,
+)
+from drill.services import RunningDevnet, Service, running_devnet, signer_audit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -47,7 +55,8 @@ def _urls_file(path: Path, url: str) -> str:
 
 @pytest.fixture
 def observed(tmp_path: Path) -> Iterator[Observed]:
-    """devnet + signer (metrics on P+3) + watcher (--log-format json), alerts to a webhook."""
+    """devnet + signer (metrics on P+3) + watcher, both with --log-format json, alerts to a
+    webhook."""
     with ExitStack() as stack:
         webhook = stack.enter_context(WebhookRecorder())
         devnet = stack.enter_context(running_devnet(tmp_path / "drill", slot_seconds=SLOT_S))
@@ -60,7 +69,16 @@ def observed(tmp_path: Path) -> Iterator[Observed]:
                      f'[metrics]\nhost = "127.0.0.1"\nport = {metrics_port}\n')
         with (devnet.dir / "watcher.toml").open("a", encoding="utf-8") as fh:
             fh.write(f'\n[alerts]\napprise_urls_file = "keys/{watcher_urls}"\n')
-        signer = stack.enter_context(running_signer(devnet.dir))
+        signer_log = devnet.dir / "signer.log"
+        signer_proc = start_process([console_script("witness-signer"), "serve", "--log-format",
+                                     "json", "--config", str(devnet.dir / "signer.toml")],
+                                    signer_log)
+        stack.callback(stop_process, signer_proc)
+        signer = Service(signer_proc, signer_log, f"http://127.0.0.1:{devnet.port_base + 1}")
+        try:
+            wait_http(f"{signer.url}/healthz", 60, "the signer", procs=[signer_proc])
+        except DrillError as e:
+            raise DrillError(f"{e}: {tail(signer_log)}") from None
         log = devnet.dir / "watcher.log"
         proc = start_process([console_script("witness-watcher"), "run", "--log-format", "json",
                               "--config", str(devnet.dir / "watcher.toml")], log)
@@ -123,9 +141,14 @@ def test_failover_is_observable_end_to_end(observed: Observed) -> None:
     audit = signer_audit(dn.dir)
     audited = {r["data"].get("client_request_id") for r in audit if r.get("request_id")}
     assert own_ids & audited
-    signer_log = observed.signer.log.read_text()
-    assert any(rid in signer_log for rid in own_ids)
-    assert "(backup1)" in signer_log  # keys are labelled with their node names
+    signer_lines = observed.signer.log.read_text().splitlines()
+    # stdout's one "listening on" announcement aside, the signer writes JSON lines.
+    assert [ln for ln in signer_lines if not ln.startswith("{")] == [
+        ln for ln in signer_lines if ln.startswith("witness-signer listening on")]
+    signer_docs = [json.loads(ln) for ln in signer_lines if ln.startswith("{")]
+    assert own_ids & {d.get("client_request_id") for d in signer_docs}
+    # keys are labelled with their node names
+    assert any("(backup1)" in d["message"] for d in signer_docs)
     assert any("(primary)" in doc["message"] for doc in lines
                if doc["message"].startswith("requesting failover"))
     assert "(backup1)" in by_path["/signer"].fields["message"]
