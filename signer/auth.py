@@ -97,6 +97,7 @@ class Authenticator:
         self._lock = threading.Lock()
         self._failures = Window(timedelta(minutes=1), alert_per_min)
         self._last_alert: datetime | None = None
+        self.failures_total = 0  # for the metrics
 
     def authenticate(self, msg: HttpMessage, route: str) -> Authenticated:
         """Verify ``msg`` (RFC 9421 profile, SQLite nonces) and check the route's roles.
@@ -119,6 +120,7 @@ class Authenticator:
 
     def _failed(self, now: datetime, error: AuthError) -> None:
         with self._lock:
+            self.failures_total += 1
             count = self._failures.add(now)
             alert = count > self._alert_per_min and (
                 self._last_alert is None or now - self._last_alert >= self._alert_interval)

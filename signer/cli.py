@@ -25,6 +25,7 @@ from types import FrameType
 from typing import Any
 
 from shared.errors import ChainError, ConfigError, FailoverError
+from shared.logsetup import LOG_FORMATS, configure_logging
 from shared.rpc import JsonRpcClient
 from signer.app import open_store
 from signer.cli_keys import cmd_dry_run, cmd_keygen, cmd_keystore, key_name
@@ -68,10 +69,12 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("--config", type=Path, required=True, help=_CONFIG_HELP)
         return cmd
 
-    command("serve", "open the keystore, check the nodes' chain id, reconcile interrupted "
+    serve = command("serve", "open the keystore, check the nodes' chain id, reconcile interrupted "
             "switches, then serve the API with gunicorn (one worker process with "
             "signer.threads threads) until SIGTERM; refuses to start on a bad config, "
             "keystore, passphrase, file mode or chain id")
+    serve.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                       help="text lines (default) or JSON lines (one object per line)")
     command("status", "show the witness as each configured RPC node reports it, and the "
             "signer's armed baseline; needs no key; exit 3 when no node answers or one is "
             "on another chain").add_argument(
@@ -333,10 +336,9 @@ def exit_code(error: FailoverError) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``witness-signer``; returns the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO
-                        if args.command == "serve" else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO
+                      if args.command == "serve" else logging.WARNING,
+                      getattr(args, "log_format", "text"))
     try:
         if args.command == "keygen":
             return cmd_keygen(args)

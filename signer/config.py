@@ -22,6 +22,8 @@ from typing import Any, Literal
 from shared.chains import ChainProfile, profile
 from shared.config import Fields, load_toml, parse_env_text, resolve_path
 from shared.errors import ConfigError, KeystoreError
+from shared.notify import parse_url_lines, read_url_file
+from shared.secret import Secret
 from signer.health import HealthConfig
 from signer.policy import PolicyConfig
 from signer.privatefile import read_private_file
@@ -50,7 +52,8 @@ _TABLES: dict[str, tuple[str, ...]] = {
     "health": ("probe_timeout_s", "max_lag_blocks", "confirm_probes", "confirm_interval_s"),
     "keystore": ("path", "passphrase_file", "passphrase_credential", "passphrase_env", "prompt"),
     "notify": ("twilio_account_sid", "twilio_auth_token_file", "twilio_auth_token_env",
-               "twilio_from", "to", "twilio_api_base_url", "twilio_env_file"),
+               "twilio_from", "to", "twilio_api_base_url", "twilio_env_file",
+               "apprise_urls_file", "apprise_urls_env"),
 }
 _CLIENT_FIELDS = ("keyid", "role", "public_key")
 _NODE_KEY_FIELDS = ("name", "public_key", "health_url")
@@ -125,6 +128,35 @@ class SignerConfig:
     max_connections_per_source: int = 32
     # Producer-node probes ([health]); used when a node key has a health_url.
     health: HealthConfig = field(default_factory=HealthConfig)
+    # apprise channels: a file of URLs (mode 0600), or an environment variable (warned).
+    apprise_urls_file: Path | None = None
+    apprise_urls_env: str | None = None
+    # Prometheus metrics on their own loopback listener; off unless [metrics] port is set.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+
+    @property
+    def apprise_configured(self) -> bool:
+        """Whether apprise channels are configured (file or environment variable)."""
+        return self.apprise_urls_file is not None or self.apprise_urls_env is not None
+
+    def apprise_urls(self) -> list[Secret]:
+        """The apprise notification URLs, from ``notify.apprise_urls_file`` or the variable
+        named by ``notify.apprise_urls_env`` (URLs separated by whitespace); [] if neither.
+
+        Raises:
+            ConfigError: the file is missing, unsafe or malformed; the variable is unset.
+        """
+        if self.apprise_urls_file is not None:
+            return read_url_file(self.apprise_urls_file, config_path=self.path,
+                                 field="notify.apprise_urls_file")
+        if self.apprise_urls_env is None:
+            return []
+        value = (self.env_value(self.apprise_urls_env) or "").strip()
+        if not value:
+            raise ConfigError(f"environment variable {self.apprise_urls_env} is not set",
+                              path=str(self.path), field="notify.apprise_urls_env")
+        return [Secret(u) for u in parse_url_lines("\n".join(value.split()))]
 
     def env_value(self, name: str) -> str | None:
         """One environment variable (the only place the signer reads one).
@@ -158,7 +190,7 @@ class SignerConfig:
         Raises:
             ConfigError: an invalid field, named.
         """
-        f = Fields(raw, path, known={*_TABLES, "clients"})
+        f = Fields(raw, path, known={*_TABLES, "clients", "metrics"})
         for table, names in _TABLES.items():
             f.section(table, names)
         base = path.parent
@@ -188,6 +220,7 @@ class SignerConfig:
                 raise ConfigError("must be a port number", field=ENV_PORT)
             port = int(env_override)
         state_dir = os.environ.get(ENV_STATE_DIR) or f.str("signer.state_dir", default="state")
+        metrics_host, metrics_port = _metrics(f, port)
         return cls(
             path=path,
             host=os.environ.get(ENV_HOST) or f.str("signer.host", default="127.0.0.1"),
@@ -225,7 +258,31 @@ class SignerConfig:
             max_connections_per_source=f.int("signer.max_connections_per_source", default=32,
                                              lo=1, hi=65536),
             health=_health(f),
+            apprise_urls_file=f.opt_path("notify.apprise_urls_file", base),
+            apprise_urls_env=f.opt_str("notify.apprise_urls_env"),
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
         )
+
+
+def _metrics(f: Fields, api_port: int) -> tuple[str, int | None]:
+    """``[metrics] host/port``: a loopback listener of its own, never the API port."""
+    section = f.get("metrics", None)
+    if section is None:
+        return "127.0.0.1", None
+    if not isinstance(section, dict):
+        raise f.fail("metrics", "must be a table")
+    Fields(section, f.path, "metrics.", known=("host", "port"))
+    host = f.str("metrics.host", default="127.0.0.1")
+    if host not in {"127.0.0.1", "::1", "localhost"}:
+        # SECURITY: the metrics tell when the signer will act; keep them off the network
+        # (a scraper elsewhere reaches them through a tunnel or a local agent).
+        raise f.fail("metrics.host", "must be a loopback address")
+    port = f.int("metrics.port", lo=0, hi=65535)
+    if port != 0 and port == api_port:
+        raise f.fail("metrics.port", "must differ from signer.port (metrics never share "
+                     "the API listener)")
+    return host, port
 
 
 def _clients(f: Fields) -> list[ClientConfig]:

@@ -91,7 +91,7 @@ class Confirmer:
                                     block_num=found.block_num, armed=armed, now=now):
             return
         self._warned.discard(record.id)
-        log.info("request %s confirmed: %s -> %s in block %d", record.id, record.failing_key,
-                 target, found.block_num)
+        log.info("request %s confirmed: %s -> %s in block %d", record.id,
+                 ex.label(record.failing_key), ex.label(target), found.block_num)
         ex.notify("switched", f"{ex.policy.witness}: signing key switched {record.failing_key} "
                   f"-> {target} (block {found.block_num}, request {record.id})")

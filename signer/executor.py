@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -105,9 +106,11 @@ class Executor:
     def __init__(self, lifecycle: Lifecycle, chain: ExecutionChain, policy: PolicyConfig,
                  notifier: Notifier, clock: Clock, *, quorum: int, confirm_timeout: timedelta,
                  max_attempts: int = 3, failpoints: Failpoints | None = None,
-                 prober: NodeProber | None = None) -> None:
+                 prober: NodeProber | None = None,
+                 key_label: Callable[[str | None], str] = str) -> None:
         self.lifecycle = lifecycle
         self.prober = prober  # None: no node key has a health_url
+        self.label = key_label  # a key with its node name, for log lines
         self.failpoints = failpoints or Failpoints()
         self.chain = chain
         self.policy = policy
@@ -143,7 +146,8 @@ class Executor:
                 store.set_armed(Armed(view.total_missed, view.signing_key, now, 0))
                 store.audit("armed", "signer", baseline_missed=view.total_missed,
                             armed_key=view.signing_key, why="first start")
-                log.info("armed on %s at total_missed %d", view.signing_key, view.total_missed)
+                log.info("armed on %s at total_missed %d", self.label(view.signing_key),
+                         view.total_missed)
             self.reconcile()
             self.ready = True
 
@@ -365,7 +369,8 @@ class Executor:
         self.failpoints.hit("broadcast_sent")
         self.lifecycle.broadcast_result(record, attempt, "sent")
         self.failpoints.hit("broadcast_recorded")
-        log.info("request %s attempt %d: sent tx %s -> %s", record.id, attempt, tx.tx_id, target)
+        log.info("request %s attempt %d: sent tx %s -> %s", record.id, attempt, tx.tx_id,
+                 self.label(target))
 
     # ---- operator commands: the same path, the operator is the evidence -------------------
 

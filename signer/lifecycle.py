@@ -54,7 +54,7 @@ from signer.policy import (
 )
 from signer.records import Armed, Unresolved
 from signer.schema import FINAL_STATES, IllegalTransitionError
-from signer.store import RequestRecord, Store
+from signer.store import RequestRecord, Store, client_request_id
 
 __all__ = [
     "MIN_PREFIX",
@@ -237,6 +237,10 @@ class Lifecycle:
                              failing_key=ask.failing_key, target_key=ask.target_key,
                              observed_total_missed=ask.observed_total_missed,
                              reason=ask.reason, **audit)
+            client_id = client_request_id(idempotency_key)
+            log.info("request %s received from %s (its request_id %s): %s", record.id,
+                     client_keyid, client_id or "-", ask.reason,
+                     extra={"request_id": record.id, "client_request_id": client_id})
             self._wake()
         return record, created
 

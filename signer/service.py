@@ -146,6 +146,11 @@ class SignerService:
         """
         return self._auth.authenticate(msg, route)
 
+    @property
+    def auth_failures(self) -> int:
+        """Requests refused as not authentic since the start (for the metrics)."""
+        return self._auth.failures_total
+
     def render(self, auth: Authenticated | None, answer: Answer) -> HttpResponse:
         """Serialise ``answer``; sign it bound to the request's signature when authenticated."""
         body = json.dumps(answer.body, sort_keys=True, separators=(",", ":")).encode()

@@ -407,6 +407,13 @@ class Store:
         Raises:
             StoreError: ``data`` is not JSON-serialisable or looks like a secret.
         """
+        if request_id is not None and "client_request_id" not in data:
+            # One failover, one id end to end: every audit line of a request carries the
+            # id its client (the watcher) gave it, next to the signer's own.
+            record = self.get(request_id)
+            client_id = None if record is None else client_request_id(record.idempotency_key)
+            if client_id is not None:
+                data = {**data, "client_request_id": client_id}
         payload = audit_payload(event, data)
         with self._lock:
             at = ts(self._clock())
@@ -431,6 +438,12 @@ class Store:
         """Yield audit records (from SQLite, the authoritative copy) in order."""
         for r in self._rows("SELECT * FROM audit WHERE id > ? ORDER BY id", (after_id,)):
             yield {**dict(r), "data": json.loads(r["data"])}
+
+
+def client_request_id(idempotency_key: str) -> str | None:
+    """The client's own ``request_id`` inside an idempotency key (``rid:<keyid>:<id>``)."""
+    kind, _, rest = idempotency_key.partition(":")
+    return rest.partition(":")[2] or None if kind == "rid" else None
 
 
 class SqliteNonceStore:

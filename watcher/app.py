@@ -16,7 +16,10 @@ from typing import Final
 from shared.clock import Clock
 from shared.errors import ConfigError
 from shared.httpsig import load_private_key, load_public_key
+from shared.logtext import KeyLabels
 from shared.notify import (
+    FanOutNotifier,
+    LabelledNotifier,
     LogNotifier,
     NonBlockingNotifier,
     Notifier,
@@ -73,28 +76,50 @@ def build_sms(config: WatcherConfig) -> TwilioNotifier:
 
 
 def build_notifier(config: WatcherConfig, clock: Clock) -> tuple[Notifier, Callable[[], None]]:
-    """RateLimited(NonBlocking(Twilio)) when [twilio] is configured, else the log; and a closer.
+    """RateLimited(FanOut(NonBlocking(Twilio), NonBlocking(apprise))) over the configured
+    channels, else the log; and a closer.
 
     Raises:
-        ConfigError: Twilio is configured but its token is missing or unsafe.
+        ConfigError: a channel is configured but its token or URLs are missing or unsafe.
     """
-    if config.twilio is None:
-        log.warning("no [twilio] section: alerts go to the log only")
-        return LogNotifier(), lambda: None
-    sms = build_sms(config)
-    queued = NonBlockingNotifier(sms)
+    channels: list[NonBlockingNotifier] = []
+    closers: list[Callable[[], object]] = []
+    if config.twilio is not None:
+        sms = build_sms(config)
+        channels.append(NonBlockingNotifier(sms))
+        closers.append(sms.close)
+    if config.apprise_configured:
+        from shared.channels import AppriseNotifier  # noqa: PLC0415 - apprise only if configured
+
+        if config.apprise_urls_file is None:
+            log.warning("apprise URLs come from the environment (%s); prefer "
+                        "alerts.apprise_urls_file (mode 0600)", config.apprise_urls_env)
+        apprise = AppriseNotifier(config.apprise_urls())
+        log.info("alert channels: %s", ", ".join(apprise.names))
+        channels.append(NonBlockingNotifier(apprise))
+    labels = key_labels(config)
+    if not channels:
+        log.warning("no [twilio] section and no apprise URLs: alerts go to the log only")
+        return LabelledNotifier(LogNotifier(), labels.annotate), lambda: None
+    fan_out = LabelledNotifier(FanOutNotifier(channels), labels.annotate)
     hourly = config.alert_max_per_hour
     router = AlertRouter(
-        RateLimitedNotifier(queued, per_event_min_interval=timedelta(0), max_per_hour=hourly,
+        RateLimitedNotifier(fan_out, per_event_min_interval=timedelta(0), max_per_hour=hourly,
                             clock=clock),
-        RateLimitedNotifier(queued, per_event_min_interval=config.alert_min_interval,
+        RateLimitedNotifier(fan_out, per_event_min_interval=config.alert_min_interval,
                             max_per_hour=hourly, clock=clock))
 
     def close() -> None:
-        queued.close()
-        sms.close()
+        for channel in channels:
+            channel.close()
+        _close_all(closers)
 
     return router, close
+
+
+def key_labels(config: WatcherConfig) -> KeyLabels:
+    """Node names for keys, from the config's ``[[nodes]]``."""
+    return KeyLabels((n.public_key, n.name) for n in config.node_keys)
 
 
 def build_reader(config: WatcherConfig) -> RpcChainReader:
@@ -176,7 +201,7 @@ def build_watcher(config: WatcherConfig, *, clock: Clock, sleep: Callable[[float
             log.info("metrics on http://%s:%d/metrics", config.metrics_host, server.port)
         watcher = Watcher(settings_of(config, dry_run=dry_run), reader, signer,
                           notifier=notifier, clock=clock, sleep=sleep, store=store,
-                          metrics=metrics)
+                          metrics=metrics, key_labels=key_labels(config))
     except BaseException:
         _close_all(closers)
         raise

@@ -23,6 +23,7 @@ from typing import Any
 from shared.clock import SystemClock
 from shared.errors import ConfigError, FailoverError
 from shared.httpsig import generate_keypair
+from shared.logsetup import LOG_FORMATS, configure_logging
 from watcher import report
 from watcher.app import build_watcher
 from watcher.config import (
@@ -75,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, required=True, help=_CONFIG_HELP)
     run.add_argument("--once", action="store_true",
                      help="one poll and decision (and the request it leads to), then exit")
+    run.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                     help="text lines (default) or JSON lines (one object per line)")
     run.add_argument("--dry-run", action="store_true",
                      help="ask the signer with dry_run=true: it says what it would do, "
                      "changes nothing")
@@ -91,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
                         "round trip to the signer (GET /v1/status, no switch) and that Twilio "
                         "credentials are present. Sends an SMS only with --send-test.")
     ck.add_argument("--config", type=Path, required=True, help=_CONFIG_HELP)
-    ck.add_argument("--send-test", action="store_true", help="also send a test SMS")
+    ck.add_argument("--send-test", action="store_true",
+                    help="also send a test SMS and a test message to each apprise channel")
 
     init = sub.add_parser("init", help="write a commented watcher.toml for a real chain",
                           description="Write DIR/watcher.toml for a real chain: public API "
@@ -226,9 +230,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``witness-watcher``."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO,
+                      getattr(args, "log_format", "text"))
     try:
         if args.command == "keygen":
             return cmd_keygen(args)

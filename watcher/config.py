@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 from shared.config import Fields, load_toml, parse_env_text, resolve_path
 from shared.errors import ConfigError
+from shared.notify import parse_url_lines, read_url_file
+from shared.secret import Secret as SharedSecret
 from watcher.core import Policy
 from watcher.schedule import Timing
 
@@ -111,6 +113,9 @@ class WatcherConfig:
     twilio: TwilioSettings | None
     fail_point: str | None = None  # from ENV_FAIL_POINT: crash tests only
     _environ: Mapping[str, str] = field(repr=False, compare=False, default_factory=dict)
+    # apprise channels: a file of URLs (mode 0600), or an environment variable (warned).
+    apprise_urls_file: Path | None = None
+    apprise_urls_env: str | None = None
 
     @classmethod
     def load(cls, path: Path, environ: Mapping[str, str] | None = None) -> WatcherConfig:
@@ -142,6 +147,30 @@ class WatcherConfig:
             raise ConfigError(f"environment variable {name} is not set{where}",
                               path=str(self.path), field="twilio.auth_token_env")
         return Secret(value)
+
+
+    @property
+    def apprise_configured(self) -> bool:
+        """Whether apprise channels are configured (file or environment variable)."""
+        return self.apprise_urls_file is not None or self.apprise_urls_env is not None
+
+    def apprise_urls(self) -> list[SharedSecret]:
+        """The apprise notification URLs, from ``alerts.apprise_urls_file`` or the variable
+        named by ``alerts.apprise_urls_env`` (URLs separated by whitespace); [] if neither.
+
+        Raises:
+            ConfigError: the file is missing, unsafe or malformed; the variable is unset.
+        """
+        if self.apprise_urls_file is not None:
+            return read_url_file(self.apprise_urls_file, config_path=self.path,
+                                 field="alerts.apprise_urls_file")
+        if self.apprise_urls_env is None:
+            return []
+        value = self._environ.get(self.apprise_urls_env, "").strip()
+        if not value:
+            raise ConfigError(f"environment variable {self.apprise_urls_env} is not set",
+                              path=str(self.path), field="alerts.apprise_urls_env")
+        return [SharedSecret(u) for u in parse_url_lines("\n".join(value.split()))]
 
 
 def read_env_file(env_path: Path, config_path: Path) -> dict[str, str]:
@@ -258,7 +287,8 @@ def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
             # SECURITY: the metrics say when the watcher will act; keep them off the network.
             raise f.fail("metrics.host", "must be a loopback address")
         metrics_port = f.int("metrics.port", lo=0, hi=65535)
-    f.section("alerts", ("min_interval_s", "max_per_hour"))
+    f.section("alerts", ("min_interval_s", "max_per_hour", "apprise_urls_file",
+                         "apprise_urls_env"))
     fail_point = env.get(ENV_FAIL_POINT) or None
     if fail_point is not None and fail_point not in FAIL_POINTS:
         raise ConfigError(f"{ENV_FAIL_POINT}={fail_point!r} is not one of {', '.join(FAIL_POINTS)}",
@@ -285,7 +315,9 @@ def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
         alert_min_interval=timedelta(seconds=f.float("alerts.min_interval_s", 300,
                                                      lo=0, hi=86400)),
         alert_max_per_hour=f.int("alerts.max_per_hour", 20, lo=1, hi=3600),
-        twilio=_twilio(f, base), fail_point=fail_point, _environ=env)
+        twilio=_twilio(f, base), fail_point=fail_point, _environ=env,
+        apprise_urls_file=f.opt_path("alerts.apprise_urls_file", base),
+        apprise_urls_env=f.opt_str("alerts.apprise_urls_env"))
 
 
 def _twilio(f: Fields, base: Path) -> TwilioSettings | None:

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from shared.clock import Clock
 from shared.errors import ChainError, FailoverError
+from shared.logtext import ChangeLog, KeyLabels
 from shared.notify import Notifier
 from watcher.core import (
     OUTSTANDING,
@@ -105,8 +106,10 @@ class Watcher:
 
     def __init__(self, settings: Settings, reader: ChainReader, signer: SignerPort, *,
                  notifier: Notifier, clock: Clock, sleep: Callable[[float], object],
-                 store: StateStore, metrics: Metrics | None = None) -> None:
+                 store: StateStore, metrics: Metrics | None = None,
+                 key_labels: KeyLabels | None = None) -> None:
         self.settings = settings
+        self._labels = key_labels or KeyLabels({})
         self._reader = reader
         self._signer = signer
         self._notifier = notifier
@@ -120,6 +123,7 @@ class Watcher:
         self.schedule: Schedule | None = None
         self.last_observation: Observation | None = None
         self.last_plan: PollPlan | None = None
+        self._changes = ChangeLog()
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -197,10 +201,10 @@ class Watcher:
         before = self.state.condition
         self.state = after_decision(self.state, decision, now)
         if isinstance(decision, Alert):
-            log.warning("alert %s: %s", decision.kind, decision.text)
+            log.warning("alert %s: %s", decision.kind, self._labels.annotate(decision.text))
             self._notify(decision.kind, f"{account}: {decision.text}")
         elif isinstance(decision, Rearm):
-            log.info("re-armed: %s", decision.reason)
+            log.info("re-armed: %s", self._labels.annotate(decision.reason))
             if not decision.expected:
                 self._notify("key_changed", f"{account}: {decision.reason}; re-armed at "
                              f"total_missed {decision.baseline_missed}")
@@ -224,7 +228,9 @@ class Watcher:
         self._save()
         self._reached("request_saved")
         self.metrics.update(requests_sent=self.metrics.requests_sent + 1)
-        log.warning("requesting failover %s: %s", request_id, decision.reason)
+        log.warning("requesting failover %s: %s", request_id,
+                    self._labels.annotate(decision.reason),
+                    extra={"request_id": request_id})
         if not self.settings.dry_run:
             self._notify("switch_requested", f"{self.settings.account}: failover requested "
                          f"({decision.reason}); request {request_id}")
@@ -245,7 +251,9 @@ class Watcher:
                 answer = self._signer.follow(answer, self.settings.follow_timeout_s,
                                              self.settings.timing.block_interval_s)
         except FailoverError as e:
-            log.warning("signer: %s", e)
+            level = logging.WARNING if self._changes.should_log(
+                "signer_error", (type(e).__name__, str(e))) else logging.DEBUG
+            log.log(level, "signer: %s", e, extra={"request_id": self._own_request_id()})
             self._alert_once("signer_unreachable", f"{self.settings.account}: signer "
                              f"unreachable or not authentic ({e}); request "
                              f"{state.request_id} will be retried", now)
@@ -259,9 +267,26 @@ class Watcher:
             log.critical("fail point %s reached: SIGKILL", point)
             os.kill(os.getpid(), signal.SIGKILL)
 
+    def _own_request_id(self) -> str | None:
+        """The id this watcher gave the outstanding request (the signer logs and audits it)."""
+        try:
+            body = json.loads(self.state.request_body or "{}")
+        except ValueError:
+            return None
+        own = body.get("request_id") if isinstance(body, dict) else None
+        return own if isinstance(own, str) else None
+
     def _handle(self, answer: SignerAnswer, now: datetime) -> None:
         account, rid = self.settings.account, answer.request_id or self.state.request_id
-        log.info("signer: request %s is %s %s", rid, answer.state, answer.detail)
+        own = self._own_request_id()
+        self._changes.forget("signer_error")  # the signer answered: a new error is news
+        # A pending request is asked about every few seconds: log its line on change only,
+        # with a reminder now and then (shared.logtext.ChangeLog).
+        level = logging.INFO if self._changes.should_log(
+            "signer_answer", (rid, answer.state, answer.detail)) else logging.DEBUG
+        log.log(level, "signer: request %s (signer id %s) is %s %s", own or rid, rid,
+                answer.state, answer.detail,
+                extra={"request_id": own or rid, "signer_request_id": rid})
         if answer.state == "confirmed":
             self.state = with_confirmed(self.state, answer.target_key, answer.tx_id,
                                         self.settings.policy, now, block_num=answer.block_num)

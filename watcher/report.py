@@ -168,6 +168,7 @@ def check(config: WatcherConfig, clock: Clock, *, send_test: bool) -> CheckRepor
     else:
         report.add("signer", False, f"{config.signer_url}: {signer['error']}")
     _check_twilio(config, report, send_test=send_test)
+    _check_apprise(config, report, send_test=send_test)
     return report
 
 
@@ -194,3 +195,25 @@ def _check_twilio(config: WatcherConfig, report: CheckReport, *, send_test: bool
             report.add("twilio", True, "test SMS accepted by Twilio")
     finally:
         sms.close()
+
+
+def _check_apprise(config: WatcherConfig, report: CheckReport, *, send_test: bool) -> None:
+    if not config.apprise_configured:
+        return
+    from shared.channels import AppriseNotifier  # noqa: PLC0415 - apprise only if configured
+
+    try:
+        channels = AppriseNotifier(config.apprise_urls())
+    except ConfigError as e:
+        report.add("apprise", False, str(e))
+        return
+    names = ", ".join(channels.names)
+    if not send_test:
+        report.add("apprise", True, f"{names}; nothing sent (use --send-test)")
+        return
+    try:
+        channels.send("test", f"{config.account}: witness-watcher test message")
+    except FailoverError as e:
+        report.add("apprise", False, f"test message failed: {e}")
+    else:
+        report.add("apprise", True, f"test message accepted by {names}")

@@ -36,11 +36,17 @@ twilio_auth_token_env = "TWILIO_AUTH_TOKEN"
 twilio_from = "+15550000000"
 to = ["+15551111111"]
 twilio_api_base_url = "http://127.0.0.1:9"
+apprise_urls_env = "WITNESS_APPRISE_URLS"
+
+[metrics]
+host = "127.0.0.1"
+port = 9102
 """
 WATCHER_EXTRA = """
 [alerts]
 min_interval_s = 300
 max_per_hour = 20
+apprise_urls_env = "WITNESS_APPRISE_URLS"
 
 [twilio]
 account_sid = "AC0123456789abcdef0123456789abcdef"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -276,3 +277,27 @@ def test_first_arm_sends_no_alert(tmp_path: Path) -> None:
     w, _, notes = make(tmp_path, FakeSigner(answer("confirmed")))
     w.step()
     assert (w.state.phase, notes.events) == ("armed", [])
+
+
+def test_pending_answer_logged_on_change_only(tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A request pending approval, asked about at every poll, is one INFO line (not one per
+    poll) naming the watcher's own request id and the signer's; the next state is logged."""
+    signer = FakeSigner(answer("pending", 202, detail="manual approval"),
+                        answer("pending", 202, detail="manual approval"),
+                        answer("pending", 202, detail="manual approval"),
+                        answer("confirmed"))
+    w, reader, _ = make(tmp_path, signer)
+    w.step()
+    reader.missed = 11
+    with caplog.at_level(logging.INFO, logger="watcher.daemon"):
+        for _ in range(4):
+            w.step()
+    lines = [r for r in caplog.records if r.levelno == logging.INFO
+             and r.getMessage().startswith("signer: request")]
+    own = json.loads(signer.bodies[0])["request_id"]
+    assert [r.getMessage().split(" is ", 1)[1] for r in lines] == [
+        "pending manual approval", "confirmed "]
+    assert all(getattr(r, "request_id", None) == own for r in lines)
+    assert own in lines[0].getMessage()
+    assert "sig-" in lines[0].getMessage()
