@@ -41,6 +41,12 @@ apprise_urls_env = "WITNESS_APPRISE_URLS"
 [metrics]
 host = "127.0.0.1"
 port = 9102
+
+[health]
+probe_timeout_s = 1.0
+max_lag_blocks = 1
+confirm_probes = 2
+confirm_interval_s = 0.2
 """
 WATCHER_EXTRA = """
 [alerts]
