@@ -29,7 +29,7 @@ from watcher.daemon import Settings, Watcher
 from watcher.metrics import Metrics, MetricsServer
 from watcher.reader import RpcChainReader
 from watcher.signer_client import SignerClient
-from watcher.state import StateStore
+from watcher.state import ReadOnlyStateStore, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,9 @@ def build_watcher(config: WatcherConfig, *, clock: Clock, sleep: Callable[[float
         OSError: the metrics port cannot be bound.
     """
     closers: list[Callable[[], object]] = []
-    store = StateStore(config.state_dir)
+    settings = settings_of(config, dry_run=dry_run)
+    # A dry run reads the saved state but never creates, locks or writes it.
+    store = (ReadOnlyStateStore if settings.dry_run else StateStore)(config.state_dir)
     store.lock()
     closers.append(store.unlock)
     try:
@@ -174,7 +176,7 @@ def build_watcher(config: WatcherConfig, *, clock: Clock, sleep: Callable[[float
             server = MetricsServer(metrics, config.metrics_host, config.metrics_port).start()
             closers.append(server.close)
             log.info("metrics on http://%s:%d/metrics", config.metrics_host, server.port)
-        watcher = Watcher(settings_of(config, dry_run=dry_run), reader, signer,
+        watcher = Watcher(settings, reader, signer,
                           notifier=notifier, clock=clock, sleep=sleep, store=store,
                           metrics=metrics)
     except BaseException:
