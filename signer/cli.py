@@ -38,7 +38,7 @@ from signer.store import RequestRecord, Store
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_ERROR, EXIT_CHAIN = 0, 2, 3
-DEFAULT_CONFIG = Path("/etc/witness-failover/signer.toml")
+DEFAULT_CONFIG = Path("/etc/witness-signer/signer.toml")  # deploy/witness-signer.service
 _CONFIG_HELP = (f"path to signer.toml (default {DEFAULT_CONFIG}; relative paths in it are "
                 "relative to the file)")
 

@@ -116,7 +116,8 @@ def build_signer_client(config: WatcherConfig, clock: Clock,
         config.signer_url, load_private_key(config.key_path), config.signer_keyid,
         load_public_key(config.signer_public_key_path), clock=clock, sleep=sleep,
         timeout_s=config.signer_timeout_s, attempts=config.signer_attempts,
-        backoff_s=config.signer_backoff_s, max_skew=config.max_skew)
+        backoff_s=config.signer_backoff_s, max_skew=config.max_skew,
+        ca_file=config.signer_ca_file)
 
 
 def settings_of(config: WatcherConfig, *, dry_run: bool = False) -> Settings:

@@ -40,7 +40,7 @@ from watcher.state import StateError
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_STATE = 0, 1, 2, 3
-DEFAULT_CONFIG = Path("/etc/witness-failover/watcher.toml")
+DEFAULT_CONFIG = Path("/etc/witness-watcher/watcher.toml")  # deploy/witness-watcher.service
 
 _DESCRIPTION = """\
 Watches a Hive/Steem witness for missed blocks on several RPC nodes and asks the

@@ -35,6 +35,7 @@ from shared.httpsig import (
     signed_headers_for,
     verify_response,
 )
+from shared.tls import requests_verify
 from watcher.diagnosis import Context, Received, explain
 
 log = logging.getLogger(__name__)
@@ -131,9 +132,9 @@ class SignerClient:
         self.max_backoff_s = max_backoff_s
         self.max_skew = max_skew
         self._session = session or requests.Session()
-        if ca_file is not None:
-            # The signer's own CA (e.g. a self-signed certificate), instead of the system's.
-            self._session.verify = str(ca_file)
+        # The signer's own CA (e.g. a self-signed certificate) instead of the system's.
+        # Passed with every request: a session default would lose to REQUESTS_CA_BUNDLE.
+        self._verify = requests_verify(ca_file)
         self._random = secrets.SystemRandom()
         self.requests_sent = 0  # HTTP requests, retries included (metrics)
 
@@ -148,7 +149,7 @@ class SignerClient:
         try:
             with self._session.request(method, url, data=body or None, headers=headers,
                                        timeout=self.timeout_s, allow_redirects=False,
-                                       stream=True) as response:
+                                       stream=True, verify=self._verify) as response:
                 content = response.raw.read(_MAX_ANSWER_BYTES + 1, decode_content=True)
                 status, received = response.status_code, Headers(response.headers.items())
         except requests.RequestException as e:

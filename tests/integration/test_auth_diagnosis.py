@@ -8,8 +8,10 @@ signer's log names the rejected keyid; nothing reaches the chain.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,16 +22,23 @@ from pathlib import Path
 
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from werkzeug.serving import WSGIRequestHandler, make_server
 
 from drill.services import RunningDevnet, running_devnet
-from shared.clock import Clock
+from shared.clock import Clock, SystemClock
+from shared.errors import ConfigError
 from shared.httpsig import Ed25519Signer, load_private_key, load_public_key
 from signer.app import build_service
 from signer.config import SignerConfig
 from signer.http import create_app
 from signer.service import ServiceOptions
-from watcher.signer_client import SignerClient, UntrustedAnswerError
+from watcher.app import build_signer_client
+from watcher.config import WatcherConfig
+from watcher.signer_client import SignerClient, SignerUnreachableError, UntrustedAnswerError
 
 pytestmark = pytest.mark.slow
 
@@ -62,19 +71,19 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDevnet]:
 
 
 @contextmanager
-def serve_signer(devnet: RunningDevnet, state_dir: Path, clock: Clock | None = None
-                 ) -> Iterator[str]:
-    """The drill's signer (optionally on a shifted clock) on 127.0.0.1:<ephemeral>; its URL."""
+def serve_signer(devnet: RunningDevnet, state_dir: Path, clock: Clock | None = None, *,
+                 tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """The drill's signer (optionally on a shifted clock, or TLS) on 127.0.0.1; its URL."""
     config = replace(SignerConfig.load(devnet.dir / "signer.toml"), state_dir=state_dir,
                      rpc_nodes=(devnet.url,))
     service = build_service(config, clock=clock, options=ServiceOptions(tick_s=0.1))
     service.start()
     server = make_server("127.0.0.1", 0, create_app(service, config.max_body_bytes),
-                         threaded=True, request_handler=AppDateHandler)
+                         threaded=True, request_handler=AppDateHandler, ssl_context=tls)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_port}"
     finally:
         server.shutdown()
         thread.join(10)
@@ -180,3 +189,66 @@ def test_devnet_url_is_not_a_signer(devnet: RunningDevnet) -> None:
     text = refusal(client(devnet, devnet.url.rstrip("/")))
     assert "not from a witness-signer" in text or "not a witness-signer's signed answer" in text
     assert "[signer] url" in text
+
+
+def self_signed(directory: Path) -> tuple[Path, ssl.SSLContext]:
+    """A throwaway self-signed certificate for 127.0.0.1, and a server context using it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "signer.crt", directory / "signer.tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    return cert_path, context
+
+
+def watcher_config(devnet: RunningDevnet, url: str, ca_file: Path | None) -> WatcherConfig:
+    """The drill's watcher.toml pointed at ``url``, with ``[signer] ca_file`` when given."""
+    text = (devnet.dir / "watcher.toml").read_text()
+    text = re.sub(r'(?m)^url = ".*"$', f'url = "{url}"', text, count=1)
+    if ca_file is not None:
+        text = text.replace("[signer]\n", f'[signer]\nca_file = "{ca_file}"\n', 1)
+    path = devnet.dir / "watcher-tls.toml"
+    path.write_text(text)
+    return WatcherConfig.load(path)
+
+
+def test_ca_file_lets_the_watcher_trust_a_self_signed_signer(devnet: RunningDevnet,
+                                                            tmp_path: Path) -> None:
+    """With [signer] ca_file the watcher trusts a self-signed signer; without, TLS fails."""
+    cert, context = self_signed(tmp_path)
+    with serve_signer(devnet, tmp_path / "state", tls=context) as url:
+        trusting = build_signer_client(watcher_config(devnet, url, cert), SystemClock(),
+                                       lambda _s: None)
+        assert trusting.status()["witness"] == "alice"
+        trusting.close()
+        default = build_signer_client(watcher_config(devnet, url, None), SystemClock(),
+                                      lambda _s: None)
+        default.attempts = 1
+        with pytest.raises(SignerUnreachableError, match="SSLError"):
+            default.status()
+        default.close()
+
+
+def test_ca_file_is_checked_at_start_up(devnet: RunningDevnet, tmp_path: Path) -> None:
+    """A ca_file that is missing, not PEM, or set for an http URL is a config error naming it."""
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    for url, ca_file, words in (("https://127.0.0.1:1", tmp_path / "missing.pem", "no such file"),
+                                ("https://127.0.0.1:1", not_pem, "not a readable PEM"),
+                                ("http://127.0.0.1:1", not_pem, "is not https")):
+        with pytest.raises(ConfigError, match=words) as refused:
+            watcher_config(devnet, url, ca_file)
+        assert "signer.ca_file" in str(refused.value)

@@ -115,13 +115,13 @@ def test_version_from_package_metadata(tool: str) -> None:
 
 
 @pytest.mark.parametrize(("tool", "args", "default"), [
-    pytest.param("witness-signer", ("pending",), "/etc/witness-failover/signer.toml",
+    pytest.param("witness-signer", ("pending",), "/etc/witness-signer/signer.toml",
                  id="signer"),
-    pytest.param("witness-watcher", ("status",), "/etc/witness-failover/watcher.toml",
+    pytest.param("witness-watcher", ("status",), "/etc/witness-watcher/watcher.toml",
                  id="watcher"),
 ])
 def test_default_config_path(tool: str, args: tuple[str, ...], default: str) -> None:
-    """Without --config the services read their file under /etc/witness-failover."""
+    """Without --config the services read the file their systemd unit names under /etc."""
     if Path(default).exists():
         pytest.skip(f"{default} exists on this host")
     done = run(tool, *args)
