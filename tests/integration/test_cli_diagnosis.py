@@ -6,6 +6,7 @@ needed: every case here fails (or answers) before any node is contacted.
 
 from __future__ import annotations
 
+import errno
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from drill.procs import console_script, free_port_base
-from drill.service_files import SIGNER_STATE
+from drill.service_files import SIGNER_STATE, WATCHER_STATE
 from drill.services import init_dir
 
 pytestmark = pytest.mark.slow
@@ -42,8 +43,12 @@ def occupied(port: int) -> Iterator[None]:
     """Someone else listens on 127.0.0.1:``port`` for the duration."""
     sock = socket.socket()
     try:
-        sock.bind(("127.0.0.1", port))
-        sock.listen()
+        try:
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        except OSError as e:  # already taken by another process: busy all the same
+            if e.errno != errno.EADDRINUSE:
+                raise
         yield
     finally:
         sock.close()
@@ -128,3 +133,20 @@ def test_default_config_path(tool: str, args: tuple[str, ...], default: str) -> 
     assert done.returncode == 2
     assert default in done.stderr
     assert default in "".join(run(tool, args[0], "--help").stdout.split())  # wrapped help
+
+
+@pytest.mark.parametrize("command", ["status", "check"])
+def test_watcher_read_only_commands_never_create_state(drill: tuple[Path, int], tmp_path: Path,
+                                                       command: str) -> None:
+    """status and check with a state_dir that does not exist say so and create nothing."""
+    directory, _ = drill
+    wrong = tmp_path / "no-such-state"
+    text = (directory / "watcher.toml").read_text()
+    config = tmp_path / "watcher.toml"
+    config.write_text(text.replace(f'state_dir = "{WATCHER_STATE}"', f'state_dir = "{wrong}"')
+                      .replace('"keys/', f'"{directory}/keys/'))
+    assert str(wrong) in config.read_text()
+    done = run("witness-watcher", command, "--config", str(config))
+    assert done.returncode == 1  # nothing answers: the drill is not running
+    assert "watcher.state_dir is wrong" in done.stdout
+    assert not wrong.exists()

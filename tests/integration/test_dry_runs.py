@@ -23,7 +23,10 @@ from devnet.keys import PrivateKey
 from drill.procs import console_script
 from drill.service_files import WATCHER_STATE
 from drill.services import RunningDevnet, running_devnet, running_signer
+from shared.clock import SystemClock
 from shared.errors import ChainDataError
+from watcher.app import build_signer_client
+from watcher.config import WatcherConfig
 from watcher.state import STATE_FILE
 
 pytestmark = pytest.mark.slow
@@ -174,3 +177,28 @@ def test_watcher_dry_run_on_a_healthy_chain_writes_no_state(tmp_path: Path) -> N
         assert json.loads(done.stdout)["phase"] == "armed"
         after = sorted(p.name for p in state_dir.iterdir()) if state_dir.exists() else None
         assert after == before
+
+
+def test_http_dry_run_answer_carries_no_transaction(tmp_path: Path) -> None:
+    """POST /v1/failover with dry_run=true says "switch" and the target, never a signed tx."""
+    with running_devnet(tmp_path / "drill", slot_seconds=SLOT_S) as devnet, \
+            running_signer(devnet.dir):
+        primary = node_key(devnet, "primary")
+        baseline = devnet.status()["witness"]["total_missed"]
+        devnet.client.call("devnet.stop_node", {"name": "primary"})
+        devnet.wait_for(lambda s: s["witness"]["total_missed"] >= baseline + 3, 30, "misses")
+        config = WatcherConfig.load(devnet.dir / "watcher.toml")
+        client = build_signer_client(config, SystemClock(), lambda _s: None)
+        missed = devnet.status()["witness"]["total_missed"]
+        body = json.dumps({"witness": "alice", "failing_key": primary, "dry_run": True,
+                           "observed_total_missed": missed, "reason": "test"}).encode()
+        try:
+            answer = client.failover(body)
+        finally:
+            client.close()
+        assert (answer.state, answer.body["decision"]) == ("dry_run", "switch")
+        assert answer.target_key == node_key(devnet, "backup1")
+        assert answer.tx_id is None
+        assert not {"tx", "signatures", "transaction", "unsigned_tx"} & set(answer.body)
+        assert "signatures" not in json.dumps(answer.body)
+        assert_chain_untouched(devnet, primary)
