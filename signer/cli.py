@@ -27,10 +27,11 @@ from typing import Any
 from shared.errors import ChainError, ConfigError, FailoverError
 from shared.logsetup import LOG_FORMATS, configure_logging
 from shared.rpc import JsonRpcClient
-from signer.app import open_store
+from shared.version import version_text
+from signer.app import DB_NAME, open_store
 from signer.cli_keys import cmd_dry_run, cmd_keygen, cmd_keystore, key_name
 from signer.cli_operator import add_operator_commands, cmd_operator
-from signer.config import SignerConfig, environment_help
+from signer.config import ENV_STATE_DIR, SignerConfig, environment_help
 from signer.initconfig import write_signer_init
 from signer.lifecycle import Lifecycle
 from signer.messages import (
@@ -43,11 +44,14 @@ from signer.messages import (
 from signer.policy import Verdict
 from signer.remote import add_remote_parser, cmd_remote
 from signer.serving import serve_signer
+from signer.store import Store
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_ERROR, EXIT_CHAIN = 0, 2, 3
-_CONFIG_HELP = "path to signer.toml (relative paths in it are relative to the file)"
+DEFAULT_CONFIG = Path("/etc/witness-signer/signer.toml")  # deploy/witness-signer.service
+_CONFIG_HELP = (f"path to signer.toml (default {DEFAULT_CONFIG}; relative paths in it are "
+                "relative to the file)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,12 +65,13 @@ def _parser() -> argparse.ArgumentParser:
         "error (unreachable, or a node on another chain).",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
+    p.add_argument("--version", action="version", version=version_text("witness-signer"))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, text: str, *, config: bool = True) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text, description=text)
         if config:
-            cmd.add_argument("--config", type=Path, required=True, help=_CONFIG_HELP)
+            cmd.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=_CONFIG_HELP)
         return cmd
 
     serve = command("serve", "open the keystore, check the nodes' chain id, reconcile interrupted "
@@ -114,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
         ("list", "list the public keys in the keystore and their roles (never private keys)"),
     ):
         cmd = ks_sub.add_parser(name, help=text, description=text)
-        cmd.add_argument("--config", type=Path, required=True, help=_CONFIG_HELP)
+        cmd.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=_CONFIG_HELP)
         if name == "import":
             cmd.add_argument("--role", choices=["active", "signing"], default=None,
                              help="role of the key (default and only allowed value: "
@@ -167,9 +172,24 @@ def cmd_serve(config: SignerConfig, args: argparse.Namespace) -> int:
 # ---- state: pending, approve, deny, audit ---------------------------------------------------
 
 
+def open_existing_store(config: SignerConfig) -> Store:
+    """The running signer's state database; never creates one (read-only and verdict commands).
+
+    Raises:
+        ConfigError: there is no database in ``signer.state_dir`` (a wrong path, or a
+            signer that never served): an empty new one would answer "nothing pending".
+    """
+    db = config.state_dir / DB_NAME
+    if not db.is_file():
+        raise ConfigError(f"no signer state at {db}: check signer.state_dir (and "
+                          f"{ENV_STATE_DIR}); `witness-signer serve` creates it on its first "
+                          "start", path=str(config.path), field="signer.state_dir")
+    return open_store(config)
+
+
 def cmd_pending(config: SignerConfig, args: argparse.Namespace) -> int:
     names = {k.public_key: k.name for k in config.node_keys}
-    with open_store(config) as store:
+    with open_existing_store(config) as store:
         armed = store.get_armed()
         records = store.list_pending()
         docs = [{**describe_request(store, r), **pending_summary(store, r, names, armed)}
@@ -217,7 +237,7 @@ def _actor(args: argparse.Namespace) -> str:
 def cmd_verdict(config: SignerConfig, args: argparse.Namespace) -> int:
     verdict: Verdict = "approve" if args.command == "approve" else "deny"
     note = checked_note(args.note)  # before any change: the audit line must not be refused
-    with open_store(config) as store:
+    with open_existing_store(config) as store:
         lifecycle = Lifecycle(store)
         record = lifecycle.verdict(lifecycle.resolve(args.request_id), _actor(args),
                                    datetime.now(UTC), verdict=verdict, note=note)
@@ -237,7 +257,7 @@ def cmd_audit(config: SignerConfig, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     last_id = 0
-    with open_store(config) as store:
+    with open_existing_store(config) as store:
         while not stop:
             for record in store.iter_audit(after_id=last_id):
                 last_id = int(record["id"])
@@ -277,10 +297,12 @@ def cmd_status(config: SignerConfig, args: argparse.Namespace) -> int:
     rpc = JsonRpcClient(config.rpc_nodes, timeout_s=config.rpc_timeout_s)
     nodes = _read_nodes(config, rpc)
     armed, pending = None, 0
-    if config.state_dir.is_dir():  # status never creates the signer's state
-        with open_store(config) as store:
+    db = config.state_dir / DB_NAME
+    if db.is_file():  # status never creates the signer's state
+        with open_existing_store(config) as store:
             armed, pending = store.get_armed(), len(store.list_pending())
     doc = {"witness": config.policy.witness, "chain": config.chain.name,
+           "state_db": str(db) if db.is_file() else None,
            "key_mode": config.policy.key_mode, "approval": config.policy.approval,
            "nodes": nodes, "pending_requests": pending,
            "armed": armed and {"baseline_missed": armed.baseline_missed,
@@ -298,6 +320,9 @@ def cmd_status(config: SignerConfig, args: argparse.Namespace) -> int:
             print(f"  {n['url']}: chain id {'ok' if n['chain_id_ok'] else 'WRONG'}, head "
                   f"#{n['head_block_num']}, key {n['signing_key']} ({n['key_name']}), "
                   f"total_missed {n['total_missed']}")
+        if doc["state_db"] is None:
+            print(f"  no signer state at {db}: the signer has not served with this config yet, "
+                  "or signer.state_dir is wrong")
         if armed is not None:
             print(f"  armed on {key_name(config, armed.armed_key)} at total_missed "
                   f"{armed.baseline_missed} since {armed.armed_at:%Y-%m-%d %H:%M:%S}Z")

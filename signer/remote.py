@@ -25,6 +25,7 @@ from shared.signed_client import (
     UnverifiedAnswerError,
     VerifiedAnswer,
 )
+from shared.tls import check_ca_file
 from signer.cli_operator import follow, outcome_text
 from signer.messages import node_label, pending_line
 from signer.schema import FINAL_STATES
@@ -86,9 +87,11 @@ def _client(args: argparse.Namespace) -> SignedJsonClient:
     if not signer_pub.exists():
         raise ConfigError("the signer's public key is needed to verify its answers; pass "
                           "--signer-public-key", path=str(signer_pub))
+    ca_file = None if args.ca_file is None else str(
+        check_ca_file(Path(args.ca_file), args.url, field="--ca-file"))
     return SignedJsonClient(args.url, load_private_key(args.key), args.keyid,
                             load_public_key(signer_pub), clock=SystemClock(),
-                            ca_file=args.ca_file)
+                            ca_file=ca_file)
 
 
 def _refusal(answer: VerifiedAnswer) -> str:

@@ -21,6 +21,7 @@ import contextlib
 import io
 import ipaddress
 import logging
+import os
 import signal
 import sys
 from collections import Counter
@@ -69,6 +70,7 @@ class ServeOptions:
     max_connections: int = 512
     max_connections_per_source: int = 32
     backlog: int = 1024
+    port_setting: str = "signer.port"  # named when the port cannot be bound
 
     @property
     def scheme(self) -> str:
@@ -263,6 +265,13 @@ class _Server(WSGIServer):  # type: ignore[misc]  # gevent is untyped
         return None
 
 
+def _reason(error: OSError) -> str:
+    """``Address already in use`` as ``address already in use``: the tail of one sentence."""
+    # gevent appends the address to strerror; the errno's own text is the plain reason.
+    text = os.strerror(error.errno) if error.errno else str(error.strerror or error)
+    return text[:1].lower() + text[1:]
+
+
 def _tls_context(options: ServeOptions) -> gssl.SSLContext | None:
     if options.certfile is None or options.keyfile is None:
         return None
@@ -281,13 +290,22 @@ def serve(options: ServeOptions, boot: Boot, *, announce: Callable[[str], None],
     :class:`FailoverError`, its message goes to stderr and the status is
     ``error_code(e)``.
     """
+    try:
+        tls = _tls_context(options)
+    except (OSError, gssl.SSLError) as e:
+        print(f"witness-signer: cannot load the TLS certificate or key (signer.tls_cert, "
+              f"signer.tls_key): {_reason(e)}", file=sys.stderr, flush=True)
+        return BOOT_FAILED
     pool = ThreadPool(options.threads)
     try:
-        server = _Server(options, pool, _tls_context(options))
+        server = _Server(options, pool, tls)
         server.init_socket()
     except OSError as e:
-        print(f"witness-signer: cannot listen on {options.host}:{options.port}: "
-              f"{e.strerror or e}", file=sys.stderr, flush=True)
+        pool.kill()
+        # One line naming the setting, e.g. "... 127.0.0.1:8443 (signer.port): address
+        # already in use"; no traceback.
+        print(f"witness-signer: cannot listen on {options.host}:{options.port} "
+              f"({options.port_setting}): {_reason(e)}", file=sys.stderr, flush=True)
         return BOOT_FAILED
     try:
         try:

@@ -32,7 +32,7 @@ from watcher.daemon import Settings, Watcher
 from watcher.metrics import Metrics, MetricsServer
 from watcher.reader import RpcChainReader
 from watcher.signer_client import SignerClient
-from watcher.state import StateStore
+from watcher.state import ReadOnlyStateStore, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,8 @@ def build_signer_client(config: WatcherConfig, clock: Clock,
         config.signer_url, load_private_key(config.key_path), config.signer_keyid,
         load_public_key(config.signer_public_key_path), clock=clock, sleep=sleep,
         timeout_s=config.signer_timeout_s, attempts=config.signer_attempts,
-        backoff_s=config.signer_backoff_s, max_skew=config.max_skew)
+        backoff_s=config.signer_backoff_s, max_skew=config.max_skew,
+        ca_file=config.signer_ca_file)
 
 
 def settings_of(config: WatcherConfig, *, dry_run: bool = False) -> Settings:
@@ -183,7 +184,9 @@ def build_watcher(config: WatcherConfig, *, clock: Clock, sleep: Callable[[float
         OSError: the metrics port cannot be bound.
     """
     closers: list[Callable[[], object]] = []
-    store = StateStore(config.state_dir)
+    settings = settings_of(config, dry_run=dry_run)
+    # A dry run reads the saved state but never creates, locks or writes it.
+    store = (ReadOnlyStateStore if settings.dry_run else StateStore)(config.state_dir)
     store.lock()
     closers.append(store.unlock)
     try:
@@ -199,7 +202,7 @@ def build_watcher(config: WatcherConfig, *, clock: Clock, sleep: Callable[[float
             server = MetricsServer(metrics, config.metrics_host, config.metrics_port).start()
             closers.append(server.close)
             log.info("metrics on http://%s:%d/metrics", config.metrics_host, server.port)
-        watcher = Watcher(settings_of(config, dry_run=dry_run), reader, signer,
+        watcher = Watcher(settings, reader, signer,
                           notifier=notifier, clock=clock, sleep=sleep, store=store,
                           metrics=metrics, key_labels=key_labels(config))
     except BaseException:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -24,6 +25,7 @@ from shared.clock import SystemClock
 from shared.errors import ConfigError, FailoverError
 from shared.httpsig import generate_keypair
 from shared.logsetup import LOG_FORMATS, configure_logging
+from shared.version import version_text
 from watcher import report
 from watcher.app import build_watcher
 from watcher.config import (
@@ -39,6 +41,7 @@ from watcher.state import StateError
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_STATE = 0, 1, 2, 3
+DEFAULT_CONFIG = Path("/etc/witness-watcher/watcher.toml")  # deploy/witness-watcher.service
 
 _DESCRIPTION = """\
 Watches a Hive/Steem witness for missed blocks on several RPC nodes and asks the
@@ -59,7 +62,8 @@ environment (overrides for containers; the config file names everything else):
 exit codes: 0 ok, 1 check failed or runtime error, 2 usage/config error,
 3 state directory locked or unusable
 """
-_CONFIG_HELP = "path to watcher.toml (relative paths inside are relative to it)"
+_CONFIG_HELP = (f"path to watcher.toml (default {DEFAULT_CONFIG}; relative paths inside are "
+                "relative to it)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,13 +71,14 @@ def _parser() -> argparse.ArgumentParser:
                                 epilog=_EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument("--version", action="version", version=version_text("witness-watcher"))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="watch the witness and fail over (the daemon)",
                          description="Poll the RPC nodes around the witness's slots, alert, "
                          "and ask the signer for a failover when the threshold is met. "
                          "Stops on SIGTERM/SIGINT; state survives restarts.")
-    run.add_argument("--config", type=Path, required=True, help=_CONFIG_HELP)
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=_CONFIG_HELP)
     run.add_argument("--once", action="store_true",
                      help="one poll and decision (and the request it leads to), then exit")
     run.add_argument("--log-format", choices=LOG_FORMATS, default="text",
@@ -86,14 +91,14 @@ def _parser() -> argparse.ArgumentParser:
                         description="Show the witness, which configured node's key is active, "
                         "misses since armed, last produced block, next slot ETA, and whether "
                         "the signer answers a signed request. Changes nothing.")
-    st.add_argument("--config", type=Path, required=True, help=_CONFIG_HELP)
+    st.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=_CONFIG_HELP)
     st.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     ck = sub.add_parser("check", help="check config, RPC nodes, signer, Twilio",
                         description="Check the config and key files, every RPC node, a signed "
                         "round trip to the signer (GET /v1/status, no switch) and that Twilio "
                         "credentials are present. Sends an SMS only with --send-test.")
-    ck.add_argument("--config", type=Path, required=True, help=_CONFIG_HELP)
+    ck.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=_CONFIG_HELP)
     ck.add_argument("--send-test", action="store_true",
                     help="also send a test SMS and a test message to each apprise channel")
 
@@ -131,7 +136,16 @@ def cmd_run(config: WatcherConfig, args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop)
-    running = build_watcher(config, clock=SystemClock(), sleep=stop.wait, dry_run=args.dry_run)
+    try:
+        running = build_watcher(config, clock=SystemClock(), sleep=stop.wait,
+                                dry_run=args.dry_run)
+    except OSError as e:  # the metrics port (the only socket bound at build time)
+        if config.metrics_port is None:
+            raise
+        reason = os.strerror(e.errno) if e.errno else str(e.strerror or e)
+        print(f"witness-watcher: cannot listen on {config.metrics_host}:{config.metrics_port} "
+              f"(metrics.port): {reason[:1].lower()}{reason[1:]}", file=sys.stderr)
+        return EXIT_FAILED
     try:
         watcher = running.watcher
         log.info("watching %s on %d RPC node(s), quorum %d, threshold %d%s",
@@ -170,6 +184,9 @@ def _print_status(doc: dict[str, Any]) -> None:
             print(f"outstanding:    request {armed['outstanding_request']}")
     else:
         print(f"armed:          not yet ({armed.get('phase', 'no state')})")
+    if doc.get("state_file", "") is None:
+        print(f"state:          none yet in {doc['state_dir']} (the first `run` writes it; "
+              "if this watcher already ran, watcher.state_dir is wrong)")
     nxt = doc.get("next_slot")
     if nxt and nxt.get("in_this_round"):
         print(f"next slot:      in ~{nxt['eta_s']} s (slot {nxt['aslot']}, {nxt['eta']})")

@@ -25,6 +25,7 @@ from shared.config import Fields, load_toml, parse_env_text, resolve_path
 from shared.errors import ConfigError
 from shared.notify import parse_url_lines, read_url_file
 from shared.secret import Secret as SharedSecret
+from shared.tls import check_ca_file
 from watcher.core import Policy
 from watcher.schedule import Timing
 
@@ -100,6 +101,7 @@ class WatcherConfig:
     signer_keyid: str
     key_path: Path
     signer_public_key_path: Path
+    signer_ca_file: Path | None  # PEM CA bundle verifying an https signer.url (shared.tls)
     signer_timeout_s: float
     signer_attempts: int
     signer_backoff_s: float
@@ -271,13 +273,16 @@ def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
 
     f.section("signer", (
         "url", "keyid", "key", "signer_public_key", "timeout_s", "attempts", "backoff_s",
-        "retry_interval_s", "follow_timeout_s", "max_skew_s"), required=True)
+        "retry_interval_s", "follow_timeout_s", "max_skew_s", "ca_file"), required=True)
     signer_url = _url(f, "signer.url", env.get(ENV_SIGNER_URL) or f.str("signer.url"))
     key_path, pub_path = f.opt_path("signer.key", base), f.opt_path("signer.signer_public_key",
                                                                       base)
     if key_path is None or pub_path is None:
         raise f.fail("signer.key" if key_path is None else "signer.signer_public_key",
                      "is required")
+    ca_file = f.opt_path("signer.ca_file", base)
+    if ca_file is not None:
+        ca_file = check_ca_file(ca_file, signer_url, path=str(f.path))
 
     metrics_host: str | None = None
     metrics_port: int | None = None
@@ -302,7 +307,7 @@ def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
                    else f.opt_path("watcher.state_dir", base) or base / "watcher-state"),
         node_keys=tuple(node_keys), signer_url=signer_url,
         signer_keyid=f.str("signer.keyid", "watcher"), key_path=key_path,
-        signer_public_key_path=pub_path,
+        signer_public_key_path=pub_path, signer_ca_file=ca_file,
         signer_timeout_s=f.float("signer.timeout_s", 10.0, lo=0.05, hi=300),
         signer_attempts=f.int("signer.attempts", 4, lo=1, hi=20),
         signer_backoff_s=f.float("signer.backoff_s", 0.5, lo=0.0, hi=60),

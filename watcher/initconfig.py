@@ -69,6 +69,9 @@ signer_public_key = "keys/signer.pub"  # checks the signer's answers
 timeout_s = 10
 attempts = 4
 max_skew_s = 30
+# The signer's TLS certificate is self-signed or from a private CA: its PEM file here
+# (only with an https url; the system's trust store is used otherwise).
+# ca_file = "signer-ca.pem"
 
 # Prometheus metrics on loopback only (optional):
 # [metrics]

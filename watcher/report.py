@@ -47,7 +47,10 @@ def status(config: WatcherConfig, clock: Clock) -> dict[str, Any]:
     names = {n.public_key: n.name for n in config.node_keys}
     out: dict[str, Any] = {"witness": config.account}
     try:
-        state = StateStore(config.state_dir).load()
+        store = StateStore(config.state_dir)
+        state = store.load()  # reads only: status never creates the state
+        out["state_file"] = str(store.path) if store.path.exists() else None
+        out["state_dir"] = str(config.state_dir)
     except FailoverError as e:
         out["state_error"] = str(e)
         state = None
@@ -137,8 +140,14 @@ def check(config: WatcherConfig, clock: Clock, *, send_test: bool) -> CheckRepor
     except ConfigError as e:
         report.add("keys", False, str(e))
     try:
-        state = StateStore(config.state_dir).load()
-        report.add("state", True, f"{config.state_dir} (phase {state.phase})")
+        store = StateStore(config.state_dir)
+        state = store.load()  # reads only: check never creates the state
+        if store.path.exists():
+            report.add("state", True, f"{config.state_dir} (phase {state.phase})")
+        else:
+            report.add("state", True, f"no state at {store.path} yet: the first `run` "
+                       "creates it; if this watcher already ran, watcher.state_dir is wrong",
+                       warning=True)
     except FailoverError as e:
         report.add("state", False, str(e))
     reader = build_reader(config)
