@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final, get_args
 
@@ -30,6 +31,9 @@ class Metrics:
         self.head_block_number = 0
         self.phase: str = "unarmed"
         self.alerts: Counter[str] = Counter()
+        self.probe_calls = 0
+        self.preemptive_requests_sent = 0
+        self.node_health: tuple[NodeGauge, ...] = ()  # producer nodes, when probed
 
     def update(self, **values: Any) -> None:
         """Set gauges / counters by name (one lock for a consistent scrape)."""
@@ -52,6 +56,9 @@ class Metrics:
                 *_metric("rpc_calls_total", "counter", "JSON-RPC calls sent.", self.rpc_calls),
                 *_metric("requests_sent_total", "counter",
                          "Failover requests created (retries not counted).", self.requests_sent),
+                *_metric("preemptive_requests_sent_total", "counter",
+                         "Pre-emptive failover requests created (health evidence).",
+                         self.preemptive_requests_sent),
                 *_metric("signer_http_requests_total", "counter",
                          "HTTP requests sent to the signer, retries included.",
                          self.signer_http_requests),
@@ -69,8 +76,39 @@ class Metrics:
                 "# TYPE witness_watcher_alerts_total counter",
                 *(f'witness_watcher_alerts_total{{kind="{k}"}} {v}'
                   for k, v in sorted(self.alerts.items())),
+                *node_health_lines(self.probe_calls, self.node_health),
             ]
         return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class NodeGauge:
+    """One producer node's health as a metric: up (0/1) and head lag (None: unknown)."""
+
+    node: str
+    up: bool
+    lag_blocks: int | None
+
+
+def node_health_lines(probe_calls: int, nodes: tuple[NodeGauge, ...]) -> list[str]:
+    """The producer-node health metrics (nothing when no node is probed)."""
+    if not nodes:
+        return []
+
+    def label(name: str) -> str:
+        return name.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+    return [
+        *_metric("probe_calls_total", "counter", "Probes of the producer nodes' APIs.",
+                 probe_calls),
+        "# HELP witness_node_up Whether the producer node answers, in sync (1) or not (0).",
+        "# TYPE witness_node_up gauge",
+        *(f'witness_node_up{{node="{label(n.node)}"}} {int(n.up)}' for n in nodes),
+        "# HELP witness_node_head_lag_blocks Blocks the node's head lags the chain's head.",
+        "# TYPE witness_node_head_lag_blocks gauge",
+        *(f'witness_node_head_lag_blocks{{node="{label(n.node)}"}} {n.lag_blocks}' for n in nodes
+          if n.lag_blocks is not None),
+    ]
 
 
 def _metric(name: str, kind: str, text: str, value: int) -> list[str]:
