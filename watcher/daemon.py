@@ -220,19 +220,20 @@ class Watcher:
         heads = sorted((n.head_block_number for n in obs.fresh), reverse=True)
         self.health.set_chain_head(heads[q - 1] if len(heads) >= q else None)
         view = self.health.view()
+        on_chain = quorum_key(obs.fresh, q) if len(obs.fresh) >= q else None
+        on_chain = on_chain or self.state.armed_key
         if self.last_health is not None:
             for change in changes(self.last_health, view):
-                self._node_alert(change.kind, change.node, view)
+                self._node_alert(change.kind, change.node, on_chain)
         elif view.rounds:
             for node in view.nodes:
                 if node.bad:
                     self._node_alert("node_down" if node.status == "down"
-                                     else "node_unhealthy", node, view)
+                                     else "node_unhealthy", node, on_chain)
         self.last_health = view
         return view
 
-    def _node_alert(self, kind: AlertKind, node: NodeHealth, view: HealthView) -> None:
-        on_chain = self.state.armed_key
+    def _node_alert(self, kind: AlertKind, node: NodeHealth, on_chain: str | None) -> None:
         account = self.settings.account
         if kind == "node_recovered":
             text = f"{account}: producer node {node.name} is healthy again ({node.detail})"

@@ -38,6 +38,10 @@ to = ["+15551111111"]
 twilio_api_base_url = "http://127.0.0.1:9"
 """
 WATCHER_EXTRA = """
+[health]
+probe_interval_s = 3
+source_address = "127.0.0.1"
+
 [alerts]
 min_interval_s = 300
 max_per_hour = 20
