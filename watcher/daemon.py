@@ -143,6 +143,7 @@ class Watcher:
         self.last_plan: PollPlan | None = None
         self.health = health
         self.last_health: HealthView | None = None
+        self.last_request: dict[str, object] | None = None  # the last request body created
         self._wake = threading.Event()
 
     # ---- the loop -------------------------------------------------------------------------
@@ -297,6 +298,7 @@ class Watcher:
         if decision.evidence is not None:
             body["evidence"] = decision.evidence.to_json()
         text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        self.last_request = body
         self.state = with_request(self.state, request_id, text, decision.observed, now,
                                   preemptive=preemptive)
         # T7: on disk before it is sent; a restart resends these very bytes.
