@@ -29,6 +29,7 @@ import pytest
 from devnet.client import DevnetClient
 from drill.services import RunningDevnet, running_devnet, running_signer
 from shared.clock import SystemClock
+from watcher import cli
 from watcher.app import Running, build_watcher
 from watcher.config import WatcherConfig
 from watcher.schedule import slots_until
@@ -253,3 +254,26 @@ def test_detection_time_at_one_second_slots(tmp_path: Path) -> None:
     print(f"stop_node -> pre-emptive request at 1 s slots: "
           f"{', '.join(f'{x:.2f}' for x in lags)} s (mean {statistics.mean(lags):.2f} s)")
     assert max(lags) <= 4.0
+
+
+@pytest.mark.timeout(60)
+def test_status_shows_every_producer_node(devnet: RunningDevnet, ctl: DevnetClient,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`witness-watcher status` probes each node: a stopped backup is DOWN and skipped."""
+    path = watcher_toml(devnet, "status", slot_s=SLOT_S)
+    nodes = devnet.status()["nodes"]
+    active = next(n["name"] for n in nodes if n["public_key"] == signing_key(ctl))
+    dead = next(n["name"] for n in nodes if n["name"] != active)
+    ctl.call("devnet.stop_node", {"name": dead})
+    try:
+        assert cli.main(["status", "--config", str(path)]) == 0
+    finally:
+        ctl.call("devnet.start_node", {"name": dead})
+    lines = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()
+             if line.startswith("node ")}
+    assert set(lines) == {n["name"] for n in nodes}
+    assert f"{active:<9} up (head #" in lines[active]
+    assert lines[active].endswith(": holds the on-chain key")
+    assert lines[dead] == f"node {dead:<9} DOWN (connection refused): a failover would skip it"
+    (other,) = set(lines) - {active, dead}
+    assert lines[other].endswith(": a failover may use it")
