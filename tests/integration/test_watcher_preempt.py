@@ -277,3 +277,24 @@ def test_status_shows_every_producer_node(devnet: RunningDevnet, ctl: DevnetClie
     assert lines[dead] == f"node {dead:<9} DOWN (connection refused): a failover would skip it"
     (other,) = set(lines) - {active, dead}
     assert lines[other].endswith(": a failover may use it")
+
+
+@pytest.mark.timeout(120)
+def test_rpc_calls_per_chain_hour_with_probes(devnet: RunningDevnet, ctl: DevnetClient) -> None:
+    """Over 3 rounds, probes cost one call per node per block: 3,600 per chain hour for three
+    nodes (1,200 blocks), next to the miss poller's own calls (measured and printed)."""
+    blocks = 63
+    with watching(devnet, "cost") as (running, _alerts):
+        w = running.watcher
+        wait_until(lambda: w.state.phase == "armed" and w.last_health is not None
+                   and w.last_health.rounds >= 1, 20, "armed and probed")
+        start_head = int(ctl.status()["head_block_number"])
+        rpc0, probes0 = w.metrics.rpc_calls, running.watcher.health.calls  # type: ignore[union-attr]
+        wait_until(lambda: int(ctl.status()["head_block_number"]) >= start_head + blocks,
+                   blocks * SLOT_S * 3, f"{blocks} blocks")
+        rpc = w.metrics.rpc_calls - rpc0
+        probes = running.watcher.health.calls - probes0  # type: ignore[union-attr]
+    per_hour = 1200 / blocks
+    print(f"per chain hour (1,200 blocks): miss poller {rpc * per_hour:.0f} RPC calls, "
+          f"probes {probes * per_hour:.0f} ({probes / blocks / 3:.2f} per node per block)")
+    assert 0.8 <= probes / blocks / 3 <= 1.2
