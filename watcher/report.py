@@ -185,6 +185,11 @@ def check(config: WatcherConfig, clock: Clock, *, send_test: bool) -> CheckRepor
         reader.close()
     report.add("rpc quorum", healthy >= config.policy.quorum,
                f"{healthy} node(s) answered, quorum {config.policy.quorum}")
+    for node in _node_health(config, clock, None, None):
+        report.add(f"node {node['name']}", node["status"] == "healthy",
+                   f"{node['detail']}" if node["status"] == "healthy" else
+                   f"{node['status']} ({node['detail']}): a failover would skip it; check "
+                   f"its health_url, bind address and firewall")
     signer = _signer_view(config, clock)
     if signer["reachable"] and signer.get("witness") != config.account:
         report.add("signer", False, f"signed answer verified, but the signer serves "

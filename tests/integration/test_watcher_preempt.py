@@ -259,7 +259,7 @@ def test_detection_time_at_one_second_slots(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_status_shows_every_producer_node(devnet: RunningDevnet, ctl: DevnetClient,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    """`witness-watcher status` probes each node: a stopped backup is DOWN and skipped."""
+    """`witness-watcher status` and `check` probe each node: a stopped backup is DOWN."""
     path = watcher_toml(devnet, "status", slot_s=SLOT_S)
     nodes = devnet.status()["nodes"]
     active = next(n["name"] for n in nodes if n["public_key"] == signing_key(ctl))
@@ -267,9 +267,14 @@ def test_status_shows_every_producer_node(devnet: RunningDevnet, ctl: DevnetClie
     ctl.call("devnet.stop_node", {"name": dead})
     try:
         assert cli.main(["status", "--config", str(path)]) == 0
+        status_out = capsys.readouterr().out
+        assert cli.main(["check", "--config", str(path)]) == 1
+        check_out = capsys.readouterr().out
     finally:
         ctl.call("devnet.start_node", {"name": dead})
-    lines = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()
+    assert f"[FAIL] node {dead}: down (connection refused): a failover would skip it" in check_out
+    assert f"[ok  ] node {active}: head #" in check_out
+    lines = {line.split()[1]: line for line in status_out.splitlines()
              if line.startswith("node ")}
     assert set(lines) == {n["name"] for n in nodes}
     assert f"{active:<9} up (head #" in lines[active]
