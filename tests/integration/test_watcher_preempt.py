@@ -228,6 +228,26 @@ def test_stopped_primary_gets_a_preemptive_request_before_the_slot(devnet: Runni
         assert json.loads(json.dumps(body)) == body
 
 
+@pytest.mark.timeout(120)
+def test_stuck_primary_gets_node_unhealthy_evidence(devnet: RunningDevnet,
+                                                    ctl: DevnetClient) -> None:
+    """A stuck primary (answers, head frozen) is unhealthy once 3 blocks behind: the
+    request says node_unhealthy, with the lag in its detail, before any miss."""
+    with watching(devnet, "stuck") as (running, _alerts):
+        w = running.watcher
+        wait_until(lambda: w.state.phase == "armed" and node_status(running, "primary")
+                   == "healthy", 20, "the watcher to arm with a healthy primary")
+        wait_far_from_slot(running, 12)
+        before = total_missed(ctl)
+        ctl.call("devnet.set_node_faults", {"name": "primary", "stuck": True})
+        wait_until(lambda: w.metrics.requests_sent >= 1, 40 * SLOT_S, "a request")
+        body: dict[str, Any] = dict(w.last_request or {})
+        assert body["evidence"]["kind"] == "node_unhealthy"
+        assert body["evidence"]["node"] == "primary"
+        assert "blocks behind" in body["evidence"]["detail"]
+        assert body["observed_total_missed"] == before
+
+
 @pytest.mark.timeout(240)
 def test_detection_time_at_one_second_slots(tmp_path: Path) -> None:
     """stop_node to the pre-emptive request at 1 s slots, defaults: within 4 slots (measured)."""
