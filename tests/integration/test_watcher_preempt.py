@@ -155,6 +155,18 @@ def signing_key(ctl: DevnetClient) -> str:
     return str(ctl.call("condenser_api.get_witness_by_account", ["alice"])["signing_key"])
 
 
+def signer_saw(devnet: RunningDevnet, request_id: str) -> str:
+    """How the real signer took the watcher's pre-emptive request: its audit line's event
+    (a signer that knows ``evidence``), or "422" when it refused the field; "" if unseen."""
+    audit = devnet.dir / "signer-state" / "audit.jsonl"
+    for line in audit.read_text(encoding="utf-8").splitlines() if audit.exists() else []:
+        record = json.loads(line)
+        if record.get("request_id") == request_id:
+            return str(record.get("event"))
+    log = (devnet.dir / "signer.log").read_text(encoding="utf-8", errors="replace")
+    return "422" if "invalid (422): unknown field 'evidence'" in log else ""
+
+
 @pytest.fixture(scope="module")
 def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDevnet]:
     """A devnet at 0.25 s slots and the drill's real signer beside it."""
@@ -198,6 +210,8 @@ def test_watcher_partitioned_from_a_healthy_primary_backs_off(devnet: RunningDev
         assert w.state.phase == "armed"
         assert signing_key(ctl) == key
         assert any(e == "node_down:primary" for e in alerts.kinds())
+        assert w.last_request is not None
+        assert signer_saw(devnet, str(w.last_request["request_id"])) != ""
 
 
 @pytest.mark.timeout(120)
