@@ -316,7 +316,7 @@ def _health(f: Fields, wall: float, urls: bool) -> HealthConfig | None:
     """``[health]``; None when no node names a ``health_url`` (the section is still checked).
 
     Defaults (docs/preemptive.md has the measurements): one probe round per block,
-    a probe timeout of half of that (at most 2 s), unhealthy beyond 2 blocks of lag,
+    a probe timeout of half of that (0.25 s to 2 s), unhealthy beyond 2 blocks of lag,
     2 bad probes in a row before acting, no pre-emption within 20 blocks of a switch.
     """
     f.section("health", ("probe_interval_s", "timeout_s", "max_lag_blocks", "bad_probes",
@@ -324,7 +324,11 @@ def _health(f: Fields, wall: float, urls: bool) -> HealthConfig | None:
     interval = f.float("health.probe_interval_s", wall, lo=0.01, hi=600)
     config = HealthConfig(
         probe_interval_s=interval,
-        timeout_s=f.float("health.timeout_s", min(2.0, interval / 2), lo=0.01, hi=interval),
+        # Rounds never overlap (the next starts when one ends), so a timeout longer than
+        # the interval only slows the rounds; a floor of 0.25 s spares fast devnets
+        # false alarms on a loaded machine.
+        timeout_s=f.float("health.timeout_s", min(2.0, max(0.25, interval / 2)), lo=0.01,
+                          hi=60),
         max_lag_blocks=f.int("health.max_lag_blocks", 2, lo=1, hi=1000),
         bad_probes=f.int("health.bad_probes", 2, lo=1, hi=100),
         preemptive=f.bool("health.preemptive", True),
