@@ -248,6 +248,8 @@ def _preempt(key: str, observed: int, state: WatchState, policy: Policy, *,
     holders = health.by_key(key)
     if not holders or not all(n.bad for n in holders):
         return None  # not a configured node, or its node is healthy
+    # SECURITY: the evidence is the watcher's word only; the signer acts on it only when
+    # its own probes agree (a stolen or partitioned watcher cannot move the key alone).
     node = holders[0]
     said = _said(node)
     if not any(n.up for n in health.nodes if n.public_key != key):

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from shared.clock import Clock
 from shared.errors import ChainError, FailoverError
@@ -45,6 +44,7 @@ from watcher.core import (
 )
 from watcher.health import HealthView, NodeHealth, changes
 from watcher.metrics import Metrics, NodeGauge
+from watcher.ports import ChainReader, HealthSource, SignerPort
 from watcher.schedule import PollPlan, Schedule, SlotClock, Timing, plan_next_poll
 from watcher.signer_client import SignerAnswer, SignerProtocolError
 from watcher.state import StateStore, encode
@@ -53,58 +53,6 @@ log = logging.getLogger(__name__)
 
 _REFUSED = frozenset({"refused", "denied", "expired"})
 _FAILED = frozenset({"failed", "not_found"})
-
-
-class ChainReader(Protocol):
-    """Reads the chain: one observation per poll, and the witness schedule."""
-
-    @property
-    def calls(self) -> int:
-        """JSON-RPC calls sent so far."""
-        ...
-
-    def observe(self, now: datetime) -> Observation:
-        """Poll the nodes; failures are in the observation, never raised."""
-        ...
-
-    def schedule(self) -> Schedule:
-        """The witness schedule. Raises ChainError."""
-        ...
-
-
-class HealthSource(Protocol):
-    """The producer nodes' health (see :class:`watcher.probe.HealthMonitor`)."""
-
-    @property
-    def calls(self) -> int:
-        """Probes sent so far."""
-        ...
-
-    def view(self) -> HealthView:
-        """The latest probe round's view."""
-        ...
-
-    def set_chain_head(self, head: int | None) -> None:
-        """The chain's quorum head, to measure the nodes' lag against."""
-        ...
-
-
-class SignerPort(Protocol):
-    """The signer's API as the watcher uses it (see :class:`SignerClient`)."""
-
-    requests_sent: int
-
-    def failover(self, body: bytes) -> SignerAnswer:
-        """POST /v1/failover. Raises FailoverError subclasses."""
-        ...
-
-    def request_state(self, request_id: str, attempts: int | None = None) -> SignerAnswer:
-        """GET /v1/requests/<id>. Raises FailoverError subclasses."""
-        ...
-
-    def follow(self, answer: SignerAnswer, timeout_s: float, interval_s: float) -> SignerAnswer:
-        """Poll until final or timeout. Raises FailoverError subclasses."""
-        ...
 
 
 @dataclass(frozen=True)

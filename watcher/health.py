@@ -95,6 +95,7 @@ def reference_head(chain_head: int | None, heads: list[int]) -> int | None:
     same round raises it: one node alone (a liar, or a node ahead of a stale RPC
     view) never sets the reference.
     """
+    # SECURITY: one lying node with a high head could make every other node look lagging.
     ranked = sorted(heads, reverse=True)
     peer = ranked[1] if len(ranked) >= 2 else None
     candidates = [h for h in (chain_head, peer) if h is not None]
