@@ -1,10 +1,13 @@
 """The watcher's decisions: pure values in, a :class:`Decision` out. No I/O, no clock.
 
 ``decide`` looks at one :class:`Observation` (what the RPC nodes said in one
-poll) and the persisted :class:`WatchState`, and says whether to hold, alert,
-re-arm or ask the signer for a failover. The transition functions at the end
-(:func:`after_decision`, :func:`with_request`, ...) return the next state; the
-daemon persists it. Nothing here can raise on chain data: odd data is a Hold.
+poll), the persisted :class:`WatchState` and, when producer nodes are probed, the
+latest :class:`watcher.health.HealthView`, and says whether to hold, alert, re-arm
+or ask the signer for a failover (after misses; or pre-emptively, with
+:class:`Evidence`, when the node on the on-chain key is down and a backup is healthy).
+The transition functions at the end (:func:`after_decision`, :func:`with_request`,
+...) return the next state; the daemon persists it. Nothing here can raise on chain
+data: odd data is a Hold.
 """
 
 from __future__ import annotations
