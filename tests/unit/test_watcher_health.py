@@ -385,3 +385,20 @@ def test_daemon_closes_a_preemptive_request_the_signer_cannot_parse(tmp_path: Pa
     w.step()
     assert "evidence" not in json.loads(signer.bodies[-1])
     assert w.state.phase == "switched"
+
+
+def test_daemon_alerts_once_per_change_and_on_recovery(tmp_path: Path) -> None:
+    """A dead backup is announced once while it stays dead, and again when it recovers."""
+    signer = FakeSigner(answer("confirmed"))
+    dead = rounds({"primary": 100, "backup1": None, "backup2": 100},
+                  {"primary": 100, "backup1": None, "backup2": 100})
+    w, health, notes, _ = _daemon(tmp_path, signer, dead)
+    for _ in range(3):
+        w.step()
+    assert notes.events == ["node_down:backup1"]
+    health.current = rounds(ALL_UP, start=dead)
+    w.step()
+    w.step()
+    assert notes.events == ["node_down:backup1", "node_recovered:backup1"]
+    assert signer.bodies == []
+    assert w.metrics.alerts["node_down"] == 1
