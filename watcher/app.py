@@ -29,7 +29,9 @@ from shared.rpc import HeadTracker, JsonRpcClient
 from shared.sms import TwilioNotifier
 from watcher.config import WatcherConfig
 from watcher.daemon import Settings, Watcher
+from watcher.health import HealthSettings
 from watcher.metrics import Metrics, MetricsServer
+from watcher.probe import HealthMonitor, ProbedNode, Prober
 from watcher.reader import RpcChainReader
 from watcher.signer_client import SignerClient
 from watcher.state import ReadOnlyStateStore, StateStore
@@ -130,6 +132,19 @@ def build_reader(config: WatcherConfig) -> RpcChainReader:
                           block_interval_s=config.timing.block_interval_s)
 
 
+def build_health(config: WatcherConfig, clock: Clock) -> HealthMonitor | None:
+    """The producer-node prober (not started), or None when no node has a ``health_url``."""
+    health = config.health
+    if health is None:
+        return None
+    nodes = tuple(ProbedNode(n.name, n.public_key, n.health_url) for n in config.node_keys
+                  if n.health_url is not None)
+    prober = Prober(timeout_s=health.timeout_s, source_address=health.source_address)
+    return HealthMonitor(nodes, prober, HealthSettings(max_lag_blocks=health.max_lag_blocks,
+                                                       bad_probes=health.bad_probes),
+                         interval_s=health.probe_interval_s, clock=clock)
+
+
 def build_signer_client(config: WatcherConfig, clock: Clock,
                         sleep: Callable[[float], object]) -> SignerClient:
     """The signer client with the watcher's request key and the signer's answer key.
@@ -198,13 +213,23 @@ def build_watcher(config: WatcherConfig, *, clock: Clock, sleep: Callable[[float
         reader = build_reader(config)
         closers.append(reader.close)
         metrics = Metrics()
+        health = build_health(config, clock)
+        if health is not None:
+            closers.append(health.close)
         if metrics_server and config.metrics_host is not None and config.metrics_port is not None:
             server = MetricsServer(metrics, config.metrics_host, config.metrics_port).start()
             closers.append(server.close)
             log.info("metrics on http://%s:%d/metrics", config.metrics_host, server.port)
         watcher = Watcher(settings, reader, signer,
                           notifier=notifier, clock=clock, sleep=sleep, store=store,
-                          metrics=metrics, key_labels=key_labels(config))
+                          metrics=metrics, key_labels=key_labels(config),
+                          health=health)
+        if health is not None:
+            health.on_change = watcher.wake
+            health.start()
+            log.info("probing %d producer node(s) every %.2f s%s", len(health.nodes),
+                     health.interval_s, "; pre-emptive failover on"
+                     if config.policy.preemptive else "; pre-emptive failover off")
     except BaseException:
         _close_all(closers)
         raise

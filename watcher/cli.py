@@ -175,6 +175,9 @@ def _print_status(doc: dict[str, Any]) -> None:
         print(f"head block:     #{chain['head_block_number']}")
         print(f"total_missed:   {chain['total_missed']}")
         print(f"last produced:  #{chain['last_produced_block']}")
+    for node in doc.get("nodes") or []:
+        status = "up" if node["status"] == "healthy" else node["status"].upper()
+        print(f"node {node['name']:<9} {status} ({node['detail']}): {node['note']}")
     armed = doc.get("armed") or {}
     if armed.get("armed_key"):
         print(f"armed:          {armed['phase']} on {armed['armed_key']} at total_missed "

@@ -40,7 +40,7 @@ TWILIO_ENV_NAMES: Final = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FR
 _MAX_ENV_FILE_BYTES: Final = 65536
 DEFAULT_TOKEN_ENV: Final = "TWILIO_AUTH_TOKEN"  # noqa: S105 - a variable name, not a token
 _MAX_TOKEN_BYTES: Final = 4096
-_SECTIONS: Final = ("watcher", "nodes", "signer", "metrics", "alerts", "twilio")
+_SECTIONS: Final = ("watcher", "nodes", "health", "signer", "metrics", "alerts", "twilio")
 
 
 class Secret:
@@ -67,6 +67,20 @@ class NodeKey:
 
     name: str
     public_key: str
+    health_url: str | None = None  # the node's own read-only JSON-RPC API
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """``[health]``: probing the producer nodes' own APIs (issue 11's pre-emptive failover)."""
+
+    probe_interval_s: float
+    timeout_s: float
+    max_lag_blocks: int
+    bad_probes: int
+    preemptive: bool
+    cooldown_s: float
+    source_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +127,7 @@ class WatcherConfig:
     alert_min_interval: timedelta
     alert_max_per_hour: int
     twilio: TwilioSettings | None
+    health: HealthConfig | None = None  # None: no node has a health_url
     fail_point: str | None = None  # from ENV_FAIL_POINT: crash tests only
     _environ: Mapping[str, str] = field(repr=False, compare=False, default_factory=dict)
     # apprise channels: a file of URLs (mode 0600), or an environment variable (warned).
@@ -259,17 +274,26 @@ def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
         max_poll_interval_s=f.float("watcher.max_poll_interval_s", 10 * wall, lo=wall, hi=3600),
         stale_after_s=f.float("watcher.stale_after_s", 5 * wall, lo=wall, hi=3600),
         visible_after_s=f.float("watcher.visible_after_s", wall / 3, lo=0, hi=10 * wall))
+    node_keys = []
+    for t in f.table_list("nodes", known=("name", "public_key", "health_url")):
+        key = t.str("public_key")
+        if not key.startswith("STM") or len(key) < 50:
+            raise t.fail("public_key", "must be an STM public key")
+        url = t.opt_str("health_url")
+        node_keys.append(NodeKey(t.str("name"), key,
+                                 None if url is None else _url(t, "health_url", url)))
+    if len({n.name for n in node_keys}) != len(node_keys):
+        raise f.fail("nodes", "names a node twice")
+    health = _health(f, wall, any(n.health_url for n in node_keys))
     policy = Policy(
         miss_threshold=f.int("watcher.miss_threshold", lo=1, hi=1000),
         quorum=quorum, one_shot=f.bool("watcher.one_shot", False),
         realert_interval=timedelta(seconds=f.float("watcher.realert_interval_s", 900,
-                                                   lo=0, hi=86400)))
-    node_keys = []
-    for t in f.table_list("nodes", known=("name", "public_key")):
-        key = t.str("public_key")
-        if not key.startswith("STM") or len(key) < 50:
-            raise t.fail("public_key", "must be an STM public key")
-        node_keys.append(NodeKey(t.str("name"), key))
+                                                   lo=0, hi=86400)),
+        preemptive=health is not None and health.preemptive,
+        preempt_cooldown=timedelta(seconds=0 if health is None else health.cooldown_s),
+        health_max_age=timedelta(seconds=0 if health is None else
+                                 3 * health.probe_interval_s + health.timeout_s))
 
     f.section("signer", (
         "url", "keyid", "key", "signer_public_key", "timeout_s", "attempts", "backoff_s",
@@ -320,9 +344,39 @@ def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
         alert_min_interval=timedelta(seconds=f.float("alerts.min_interval_s", 300,
                                                      lo=0, hi=86400)),
         alert_max_per_hour=f.int("alerts.max_per_hour", 20, lo=1, hi=3600),
-        twilio=_twilio(f, base), fail_point=fail_point, _environ=env,
+        twilio=_twilio(f, base), health=health, fail_point=fail_point, _environ=env,
         apprise_urls_file=f.opt_path("alerts.apprise_urls_file", base),
         apprise_urls_env=f.opt_str("alerts.apprise_urls_env"))
+
+
+def _health(f: Fields, wall: float, urls: bool) -> HealthConfig | None:
+    """``[health]``; None when no node names a ``health_url`` (the section is still checked).
+
+    Defaults (docs/preemptive.md has the measurements): one probe round per block,
+    a probe timeout of half of that (0.25 s to 2 s), unhealthy beyond 2 blocks of lag,
+    2 bad probes in a row before acting, no pre-emption within 20 blocks of a switch.
+    """
+    f.section("health", ("probe_interval_s", "timeout_s", "max_lag_blocks", "bad_probes",
+                         "preemptive", "cooldown_s", "source_address"))
+    interval = f.float("health.probe_interval_s", wall, lo=0.01, hi=600)
+    config = HealthConfig(
+        probe_interval_s=interval,
+        # Rounds never overlap (the next starts when one ends), so a timeout longer than
+        # the interval only slows the rounds; a floor of 0.25 s spares fast devnets
+        # false alarms on a loaded machine.
+        timeout_s=f.float("health.timeout_s", min(2.0, max(0.25, interval / 2)), lo=0.01,
+                          hi=60),
+        max_lag_blocks=f.int("health.max_lag_blocks", 2, lo=1, hi=1000),
+        bad_probes=f.int("health.bad_probes", 2, lo=1, hi=100),
+        preemptive=f.bool("health.preemptive", True),
+        cooldown_s=f.float("health.cooldown_s", 20 * wall, lo=0, hi=86400),
+        source_address=f.opt_str("health.source_address"))
+    if config.source_address is not None:
+        try:
+            ipaddress.ip_address(config.source_address)
+        except ValueError:
+            raise f.fail("health.source_address", "must be an IP address of this host") from None
+    return config if urls else None
 
 
 def _twilio(f: Fields, base: Path) -> TwilioSettings | None:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
 
 from prometheus_client import CollectorRegistry
@@ -41,6 +42,9 @@ _FIELDS: Final[dict[str, tuple[str, Kind, str]]] = {
                            "Missed blocks since the baseline was armed."),
     "fresh_nodes": ("fresh_nodes", "gauge", "RPC nodes with an advancing head."),
     "head_block_number": ("head_block_number", "gauge", "Head block seen by the fresh nodes."),
+    "preemptive_requests_sent": ("preemptive_requests_sent", "counter",
+                                 "Pre-emptive failover requests created (health evidence)."),
+    "probe_calls": ("probe_calls", "counter", "Probes of the producer nodes' APIs."),
     "last_poll_time": ("last_poll_timestamp_seconds", "gauge",
                        "Unix time of the last completed poll (0 before the first)."),
 }
@@ -61,6 +65,9 @@ class Metrics(Collector):
         self.last_poll_time = 0.0
         self.phase: str = "unarmed"
         self.alerts: Counter[str] = Counter()
+        self.probe_calls = 0
+        self.preemptive_requests_sent = 0
+        self.node_health: tuple[NodeGauge, ...] = ()  # producer nodes, when probed
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(self)
 
@@ -83,7 +90,7 @@ class Metrics(Collector):
         """The metric families, from one consistent snapshot (called by the registry)."""
         with self._lock:
             values = {attr: getattr(self, attr) for attr in _FIELDS}
-            phase, alerts = self.phase, dict(self.alerts)
+            phase, alerts, nodes = self.phase, dict(self.alerts), self.node_health
         for attr, (name, kind, text) in _FIELDS.items():
             family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
             yield family(PREFIX + name, text, value=values[attr])
@@ -97,12 +104,38 @@ class Metrics(Collector):
         for kind_, count in sorted(alerts.items()):
             counted.add_metric([kind_], count)
         yield counted
+        yield from _node_families(nodes)
 
     def render(self) -> str:
         """The Prometheus text exposition (what ``GET /metrics`` serves)."""
         from prometheus_client import generate_latest  # noqa: PLC0415
 
         return generate_latest(self.registry).decode()
+
+
+@dataclass(frozen=True)
+class NodeGauge:
+    """One producer node's health as a metric: up (0/1) and head lag (None: unknown)."""
+
+    node: str
+    up: bool
+    lag_blocks: int | None
+
+
+def _node_families(nodes: tuple[NodeGauge, ...]) -> Iterator[Metric]:
+    """``witness_node_up`` and ``witness_node_head_lag_blocks`` per probed producer node."""
+    if not nodes:
+        return
+    up = GaugeMetricFamily("witness_node_up", "Whether the producer node answers, in sync "
+                           "(1) or not (0).", labels=["node"])
+    lag = GaugeMetricFamily("witness_node_head_lag_blocks", "Blocks the node's head lags "
+                            "the chain's head.", labels=["node"])
+    for n in nodes:
+        up.add_metric([n.node], int(n.up))
+        if n.lag_blocks is not None:
+            lag.add_metric([n.node], n.lag_blocks)
+    yield up
+    yield lag
 
 
 class MetricsServer(_Server):

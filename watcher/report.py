@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from shared.clock import Clock
 from shared.errors import ChainError, ConfigError, FailoverError
 from shared.httpsig import load_private_key, load_public_key
-from watcher.app import build_reader, build_signer_client, build_sms
+from watcher.app import build_health, build_reader, build_signer_client, build_sms
 from watcher.config import WatcherConfig
 from watcher.core import quorum_key, quorum_missed
 from watcher.reader import RpcChainReader
@@ -77,11 +77,38 @@ def status(config: WatcherConfig, clock: Clock) -> dict[str, Any]:
                                 if key == state.armed_key else None,
                                 "outstanding_request": state.request_id}
         out["rpc_calls"] = reader.calls
+        if config.health is not None:
+            heads = sorted((n.head_block_number for n in obs.fresh), reverse=True)
+            q = config.policy.quorum
+            out["nodes"] = _node_health(config, clock, heads[q - 1] if len(heads) >= q
+                                        else None, key)
     finally:
         reader.close()
     if state is not None and "armed" not in out:
         out["armed"] = {"phase": state.phase, "armed_key": state.armed_key}
     out["signer"] = _signer_view(config, clock)
+    return out
+
+
+def _node_health(config: WatcherConfig, clock: Clock, chain_head: int | None,
+                 on_chain: str | None) -> list[dict[str, Any]]:
+    """One probe of every producer node (no streak: what each answers right now)."""
+    monitor = build_health(config, clock)
+    if monitor is None:
+        return []
+    monitor.settings = replace(monitor.settings, bad_probes=1)
+    monitor.set_chain_head(chain_head)
+    try:
+        view = monitor.probe_round()
+    finally:
+        monitor.close()
+    out = []
+    for n in view.nodes:
+        holds = on_chain is not None and n.public_key == on_chain
+        note = "holds the on-chain key" if holds else (
+            "a failover would skip it" if n.bad else "a failover may use it")
+        out.append({"name": n.name, "status": n.status, "detail": n.detail, "head": n.head,
+                    "lag_blocks": n.lag, "on_chain": holds, "note": note})
     return out
 
 
@@ -167,6 +194,11 @@ def check(config: WatcherConfig, clock: Clock, *, send_test: bool) -> CheckRepor
         reader.close()
     report.add("rpc quorum", healthy >= config.policy.quorum,
                f"{healthy} node(s) answered, quorum {config.policy.quorum}")
+    for node in _node_health(config, clock, None, None):
+        report.add(f"node {node['name']}", node["status"] == "healthy",
+                   f"{node['detail']}" if node["status"] == "healthy" else
+                   f"{node['status']} ({node['detail']}): a failover would skip it; check "
+                   f"its health_url, bind address and firewall")
     signer = _signer_view(config, clock)
     if signer["reachable"] and signer.get("witness") != config.account:
         report.add("signer", False, f"signed answer verified, but the signer serves "

@@ -57,6 +57,10 @@ class UntrustedAnswerError(AuthError):
 class SignerProtocolError(FailoverError):
     """A verified answer that is not what the API promises (not JSON, no state)."""
 
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the authentic answer's HTTP status, when there was one
+
 
 @dataclass(frozen=True)
 class SignerAnswer:
@@ -92,7 +96,9 @@ def parse_answer(status: int, doc: Mapping[str, object]) -> SignerAnswer:
     if status == 404:
         state = "not_found"
     if not isinstance(state, str) or not state:
-        raise SignerProtocolError(f"HTTP {status} answer without a request state")
+        error = doc.get("error") or doc.get("detail") or ""
+        raise SignerProtocolError(f"HTTP {status} answer without a request state "
+                                  f"{str(error)[:200]}".rstrip(), status=status)
     block = doc.get("block_num")
     return SignerAnswer(
         status=status, state=state, request_id=_opt(doc, "request_id"),
@@ -171,7 +177,8 @@ class SignerClient:
         try:
             doc = json.loads(content)
         except ValueError as e:
-            raise SignerProtocolError(f"{method} {path}: answer is not JSON") from e
+            raise SignerProtocolError(f"{method} {path}: answer is not JSON",
+                                      status=status) from e
         if not isinstance(doc, dict):
             raise SignerProtocolError(f"{method} {path}: answer is not a JSON object")
         if status >= 500 and "state" not in doc:

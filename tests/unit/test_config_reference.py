@@ -49,6 +49,10 @@ confirm_probes = 2
 confirm_interval_s = 0.2
 """
 WATCHER_EXTRA = """
+[health]
+probe_interval_s = 3
+source_address = "127.0.0.1"
+
 [alerts]
 min_interval_s = 300
 max_per_hour = 20
