@@ -1,7 +1,7 @@
 """``witness-signer``: the signer's composition root and its operator commands.
 
-``serve`` loads signer.toml once and builds the service in gunicorn's worker
-(:mod:`signer.serving`); ``pending``/``approve``/``deny``/``audit`` work on the running
+``serve`` loads signer.toml once, builds the service and serves it behind the gevent
+front (:mod:`signer.serving`); ``pending``/``approve``/``deny``/``audit`` work on the running
 server's SQLite state, ``status`` on the chain; ``arm``/``switch``/``disable``/``enable``
 are recorded for the running signer to execute (:mod:`signer.cli_operator`), ``remote``
 does the same over the signed API (:mod:`signer.remote`); ``keystore``, ``keygen`` and ``dry-run``
@@ -75,8 +75,8 @@ def _parser() -> argparse.ArgumentParser:
         return cmd
 
     serve = command("serve", "open the keystore, check the nodes' chain id, reconcile interrupted "
-            "switches, then serve the API with gunicorn (one worker process with "
-            "signer.threads threads) until SIGTERM; refuses to start on a bad config, "
+            "switches, then serve the API (one process: a gevent front reads each request "
+            "under deadlines, the app runs on signer.threads threads) until SIGTERM; refuses to start on a bad config, "
             "keystore, passphrase, file mode or chain id")
     serve.add_argument("--log-format", choices=LOG_FORMATS, default="text",
                        help="text lines (default) or JSON lines (one object per line)")

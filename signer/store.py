@@ -5,7 +5,7 @@ key ids, nonces, body hashes, transaction ids and block numbers. :meth:`Store.au
 refuses data that looks like a private key or names a secret (:mod:`signer.audit`).
 The tables, the state machine and the store's errors are in :mod:`signer.schema`.
 
-One connection serialised by a lock serves all threads (gunicorn runs one
+One connection serialised by a lock serves all threads (the signer is one
 process with threads); every write is one ``BEGIN IMMEDIATE`` transaction, so
 the signer CLI can work on the same file from another process.
 """
