@@ -18,6 +18,15 @@ Prints one JSON object:
   from ``signer-state/audit.jsonl`` looked up with
   ``condenser_api.get_transaction``; the wall time is when ``devnet.status``
   first shows the new signing key, i.e. that block applied);
+* the fast path, per trial and summarised (ms; wall clock of one machine):
+  ``visible_to_sent_ms`` (the miss visible to the poller → the watcher's
+  "requesting failover" log line, just before its HTTP request),
+  ``sent_to_signer_broadcast_ms`` (→ the signer's "broadcast tx <id> to" log line,
+  just after a node took the transaction: the signer's share, HTTP and authentication
+  included), ``visible_to_broadcast_ms`` (and ``_slots``: divided by the slot length),
+  ``broadcast_to_included_ms`` (→ the poller first sees the new key). Log times have
+  millisecond resolution, the poller's ``--poll-s``;
+* ``load_average``: ``os.getloadavg()`` at the end of the run (the machine may be shared);
 * ``healthy``: the watcher's RPC calls (``witness_watcher_rpc_calls_total`` on
   ``/metrics``) over ``--healthy-seconds`` of healthy running in the first
   trial, per hour of devnet wall clock and per block x 1200 (3-s blocks);
