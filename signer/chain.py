@@ -93,8 +93,9 @@ class RpcSignerChain:
         self._node_locks = {url: threading.Lock() for url in rpc.urls}
         # Every node is read at once: a decision waits for the slowest node, not their sum.
         # Pool threads live on, so each keeps its keep-alive session (JsonRpcClient's is
-        # per thread).
-        self._pool = ThreadPoolExecutor(max_workers=len(rpc.urls),
+        # per thread). Two per node: a head refresh stuck on a dead node's timeout never
+        # makes a decision's read of a live node queue behind it.
+        self._pool = ThreadPoolExecutor(max_workers=2 * len(rpc.urls),
                                         thread_name_prefix="signer-rpc")
 
     def close(self) -> None:
