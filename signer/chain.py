@@ -226,6 +226,10 @@ class RpcSignerChain:
         """Read the witness from ``quorum`` fresh nodes that agree; keep the raw reading.
 
         Nodes must agree on key, total_missed, url and props (what build() sends back).
+        The nodes are read in parallel. With a head cache, the first attempt asks each
+        node only for the witness and takes its head (stale-head verdict, TaPoS block,
+        chain time) from the per-block refresh, if the node was fresh and the head is at
+        most two block intervals old; otherwise, and on a retry, the head is read inline.
 
         Raises:
             ChainUnavailableError: fewer than ``quorum`` fresh nodes answered.
@@ -290,7 +294,8 @@ class RpcSignerChain:
 
         Url, props and the current key come from ``reading.witness`` and TaPoS from
         ``reading.head``: the transaction says what the decision was made on. A
-        fresh reading (at execution time) gives fresh TaPoS; nothing is reused.
+        fresh reading (at execution time) gives fresh TaPoS (a head of the last block
+        interval or two, from the per-block refresh); no transaction is reused.
 
         Raises:
             ChainDataError: the chain id was not checked, or the chain's data is unusable.
