@@ -237,12 +237,20 @@ def build_service(config: SignerConfig, *,
         # beembase (the serialiser) loads with the chain adapter, not with the CLI's
         # state-only commands, which import this module too.
         from signer.chain import RpcSignerChain  # noqa: PLC0415
+        from signer.heads import HeadCache, HeadRefresher  # noqa: PLC0415
 
+        heads = HeadCache(max_age_s=config.stale_after.total_seconds())
         chain = RpcSignerChain(JsonRpcClient(config.rpc_nodes, timeout_s=config.rpc_timeout_s),
                                keystore, profile=config.chain, witness=config.policy.witness,
                                key_mode=config.policy.key_mode, quorum=config.quorum,
                                tracker=HeadTracker(config.stale_after),
-                               tx_expiration=config.tx_expiration, clock=clock)
+                               tx_expiration=config.tx_expiration, clock=clock,
+                               heads=heads)
+        # TaPoS and node freshness kept per block, so a decision reads only the witness.
+        stack.callback(chain.close)
+        refresher = HeadRefresher(chain.refresh_heads, heads)
+        stack.callback(refresher.stop)  # before chain.close (last in, first out)
+        refresher.start()
         closers: list[Callable[[], object]] = []
         if notifier is None:
             notifier, close_notifier = build_notifier(config, clock)
