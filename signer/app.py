@@ -41,7 +41,13 @@ from signer.config import SignerConfig, TwilioConfig
 from signer.executor import Executor
 from signer.failpoints import ENV_NAME as FAILPOINT_ENV
 from signer.failpoints import Failpoints
-from signer.keystore import Keystore, PassphraseSource, Secret, read_passphrase
+from signer.keystore import (
+    Keystore,
+    PassphraseSource,
+    Secret,
+    read_passphrase,
+    warm_up_signing,
+)
 from signer.lifecycle import Lifecycle
 from signer.privatefile import read_private_file
 from signer.probes import NodeProber, ProbeTarget
@@ -227,6 +233,7 @@ def build_service(config: SignerConfig, *,
         keystore = Keystore.open(config.keystore_path, read_passphrase(sources))
         stack.callback(keystore.close)
         _check_usable(config, keystore)
+        warm_up_signing()
         clients = {c.keyid: Client(c.keyid, c.role, load_public_key(c.public_key_path))
                    for c in config.clients}
         response_key = load_private_key(config.signer_key_path)
