@@ -34,7 +34,7 @@ TESTTMP ?= $(CURDIR)/.pytest-tmp
 
 test: venv lint
 	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall .
-	rm -rf $(TESTTMP)
+	rm -rf $(TESTTMP) && mkdir -p $(TESTTMP)
 	$(BIN)/pytest -p no:cacheprovider -n 2 --basetemp=$(TESTTMP)/suite tests/unit tests/integration tests/e2e
 	WITNESS_LOG_SCAN_DIR=$(TESTTMP)/suite $(BIN)/pytest -p no:cacheprovider --basetemp=$(TESTTMP)/scan tests/zz_final
 
