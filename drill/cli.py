@@ -23,7 +23,8 @@ def _add_commands(
     init = sub.add_parser("init", help="write a complete devnet drill directory")
     init.add_argument("dir", type=Path, help="directory to create (must not hold a devnet)")
     init.add_argument("--port-base", type=int, required=True,
-                      help="devnet RPC on P, signer on P+1, watcher metrics on P+2")
+                      help="devnet RPC on P, signer on P+1, watcher metrics on P+2, the "
+                      "producer nodes' own APIs on P+10..P+12 (P at most 65523)")
     init.add_argument("--slot-seconds", type=float, required=True,
                       help="real seconds per 3-second chain slot (e.g. 0.25 for tests)")
     init.add_argument("--chain", choices=["hive", "steem"], default="hive")
