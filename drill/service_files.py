@@ -3,7 +3,9 @@
 Writes, next to ``devnet.toml``: ``signer.toml`` (port P+1), ``watcher.toml``
 (metrics on P+2) and ``keys/`` with the encrypted chain keystore, its
 passphrase and the Ed25519 identities of the signer, the watcher and the
-operator. The file names are a contract: docs/devnet.md lists them.
+operator. The file names are a contract: docs/devnet.md lists them. Both
+configs name each producer node's own API (``health_url``, node *i* on
+P+10+i, where the devnet serves it) so both sides probe the nodes themselves.
 
 # SECURITY: the watcher's files name only its own Ed25519 key and the signer's
 # public key; no chain key is ever written outside the encrypted keystore
@@ -18,6 +20,7 @@ import secrets
 import tomllib
 from pathlib import Path
 
+from devnet.config import NODE_API_PORT_OFFSET
 from devnet.keys import PrivateKey
 from shared.errors import ConfigError
 from shared.httpsig import generate_keypair
@@ -78,6 +81,8 @@ confirm_timeout_s = 30
 account = {account}
 key_mode = {key_mode}                 # "active": witness_update; "signing": witness_set_properties
 # The signer's own ordered list of node keys; a switch goes to the next one.
+# health_url is the node's own read-only API: the signer probes it itself before a
+# pre-emptive switch, and never switches to a node it sees down or out of sync.
 {node_keys}
 [policy]
 # Drill values: act on the first new miss, short cooldown, no human in the loop.
@@ -90,6 +95,19 @@ on_exhausted = "hold"
 approval = "auto"                    # "auto", "manual" or "veto"
 approval_timeout_s = 900
 veto_window_s = 30
+# Pre-emptive switches (a request carrying the watcher's health evidence) are on
+# by default once a key has a health_url; the signer's own probes must agree.
+preemptive = true
+
+[health]
+# The signer's own probes of the nodes' health_url, scaled to the devnet's slot
+# ({slot_seconds} s): a probe gives up after probe_timeout_s; a head more than
+# max_lag_blocks behind the chain's is out of sync; confirm_probes bad probes,
+# confirm_interval_s apart, before the signer agrees that a node is dead.
+probe_timeout_s = {probe_timeout_s}
+max_lag_blocks = 1
+confirm_probes = 2
+confirm_interval_s = {confirm_interval_s}
 
 [keystore]
 path = "keys/chain.keystore"
@@ -107,6 +125,7 @@ NODE_KEY_TOML = """\
 [[witness.keys]]
 name = {name}
 public_key = {public_key}
+health_url = {health_url}
 """
 
 WATCHER_TOML = """\
@@ -130,8 +149,22 @@ miss_threshold = 1                   # new misses since the armed baseline
 one_shot = false                     # true: stop after the first confirmed switch
 state_dir = "{watcher_state}"
 
-# The producer nodes, public keys only, so `status` can name the active one.
+# The producer nodes: public keys (no private key), so `status` can name the active
+# one. health_url is the node's own read-only API: probed about once per block, a node
+# that refuses, times out or lags is reported, and a dead active node triggers a
+# pre-emptive request (with evidence) before the witness's next slot.
 {node_keys}
+[health]
+# Probes of the nodes' health_url, in wall seconds ({slot_seconds} s per block here):
+# one probe round per block.
+probe_interval_s = {probe_interval_s}
+bad_probes = 2                       # consecutive bad probes before a node counts as down
+max_lag_blocks = 2                   # head further behind the chain's: out of sync
+preemptive = true                    # ask for a switch before the witness's slot
+# Probe from another local address (e.g. "127.0.0.2") to test a one-sided
+# partition (`witness-devnet node fault primary --partition 127.0.0.2`):
+# source_address = "127.0.0.2"
+
 [signer]
 url = "http://127.0.0.1:{signer_port}"
 keyid = "watcher"
@@ -154,6 +187,7 @@ WATCHER_NODE_TOML = """\
 [[nodes]]
 name = {name}
 public_key = {public_key}
+health_url = {health_url}
 """
 
 
@@ -198,16 +232,31 @@ def _slot_seconds(directory: Path) -> float:
     return float(value) if isinstance(value, int | float) else _DEFAULT_SLOT_S
 
 
+def node_api_url(port_base: int, index: int) -> str:
+    """The devnet's API of producer node ``index`` (0 = primary): P+10+index."""
+    return f"http://127.0.0.1:{port_base + NODE_API_PORT_OFFSET + index}/"
+
+
 def signer_toml(*, port_base: int, chain: str, key_mode: str,
-                node_keys: list[tuple[str, str]], config_path: Path) -> str:
-    """The text of the drill's signer.toml; ``node_keys`` are (name, public key) in order."""
+                node_keys: list[tuple[str, str]], config_path: Path,
+                slot_seconds: float = _DEFAULT_SLOT_S) -> str:
+    """The text of the drill's signer.toml; ``node_keys`` are (name, public key) in order.
+
+    Node *i* gets ``health_url`` = :func:`node_api_url` (P+10+i), as the devnet serves it.
+    """
     base = f"http://127.0.0.1:{port_base}"
-    keys_text = "\n".join(NODE_KEY_TOML.format(name=_q(n), public_key=_q(k))
-                          for n, k in node_keys)
+    keys_text = "\n".join(NODE_KEY_TOML.format(name=_q(n), public_key=_q(k),
+                                               health_url=_q(node_api_url(port_base, i)))
+                          for i, (n, k) in enumerate(node_keys))
     return SIGNER_TOML.format(
         port=port_base + 1, signer_state=SIGNER_STATE, chain=_q(chain),
         nodes=json.dumps([f"{base}/", f"{base}/rpc/1"]), account=_q(WATCHED),
         key_mode=_q(key_mode), node_keys=keys_text, config_path=config_path,
+        slot_seconds=slot_seconds,
+        # Refused connections fail at once; the timeout bounds a hanging node to half a
+        # block (1 s on a real chain), the confirming probes a fifth of one (0.2 s).
+        probe_timeout_s=round(min(1.0, max(0.05, slot_seconds / 2)), 3),
+        confirm_interval_s=round(min(0.2, slot_seconds / 5), 3),
     )
 
 
@@ -219,13 +268,15 @@ def watcher_toml(*, port_base: int, slot_seconds: float,
     No chain key, by construction: public keys and paths only.
     """
     base = f"http://127.0.0.1:{port_base}"
-    nodes_text = "\n".join(WATCHER_NODE_TOML.format(name=_q(n), public_key=_q(k))
-                           for n, k in node_keys or [])
+    nodes_text = "\n".join(WATCHER_NODE_TOML.format(name=_q(n), public_key=_q(k),
+                                                    health_url=_q(node_api_url(port_base, i)))
+                           for i, (n, k) in enumerate(node_keys or []))
     return WATCHER_TOML.format(
         account=_q(WATCHED),
         rpc_nodes=json.dumps([f"{base}/", f"{base}/rpc/1", f"{base}/rpc/2"]),
         poll_interval_s=slot_seconds, watcher_state=WATCHER_STATE, node_keys=nodes_text,
         signer_port=port_base + 1, metrics_port=port_base + 2, config_path=config_path,
+        slot_seconds=slot_seconds, probe_interval_s=slot_seconds,
     )
 
 
@@ -278,11 +329,12 @@ def write_service_files(directory: Path, *, port_base: int, chain: str, key_mode
 
     signer_path = directory / "signer.toml"
     node_keys = [(n, nodes[n].public_key()) for n in NODE_ORDER]
+    slot_seconds = _slot_seconds(directory)
     _write_new(signer_path, signer_toml(port_base=port_base, chain=chain, key_mode=key_mode,
-                                        node_keys=node_keys, config_path=signer_path), 0o644)
+                                        node_keys=node_keys, config_path=signer_path,
+                                        slot_seconds=slot_seconds), 0o644)
     watcher_path = directory / "watcher.toml"
-    _write_new(watcher_path, watcher_toml(port_base=port_base,
-                                          slot_seconds=_slot_seconds(directory),
+    _write_new(watcher_path, watcher_toml(port_base=port_base, slot_seconds=slot_seconds,
                                           node_keys=node_keys, config_path=watcher_path), 0o644)
     written += [signer_path, watcher_path]
 
