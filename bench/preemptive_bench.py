@@ -78,7 +78,6 @@ from drill.procs import (
 )
 from drill.services import signer_audit
 from shared.errors import ChainError
-from watcher.schedule import parse_schedule, slots_until
 
 SCENARIOS = ("crash", "stuck", "double", "partition", "halt")
 WATCHER_SOURCE = "127.0.0.2"
@@ -95,7 +94,7 @@ class Trial:
 
     scenario: str
     delay_slots: float  # fault this many slots after alice's block
-    alice_slots_ahead: int | None  # at the fault: blocks until alice's next slot (lower bound)
+    alice_slots_ahead: int | None  # slots from the fault's head to alice's next slot
     missed_blocks: int
     switches: int
     switch_targets: list[str]
@@ -174,13 +173,14 @@ def services(directory: Path, port_base: int, slot_s: float, scenario: str
 # ---- reading the chain ----------------------------------------------------------------------
 
 
-def alice_slots_ahead(client: DevnetClient) -> int:
-    """A lower bound on the blocks until alice's next slot (past the shuffle if not in it)."""
-    schedule = parse_schedule(client.call("condenser_api.get_witness_schedule", []))
-    dgpo = client.call("condenser_api.get_dynamic_global_properties", [])
-    head, aslot = int(dgpo["head_block_number"]), int(dgpo["current_aslot"])
-    n = slots_until(schedule, "alice", aslot, head)
-    return n if n is not None else schedule.next_shuffle_block_num - head + 1
+def alice_slots_ahead(before: dict[str, Any], end: dict[str, Any]) -> int | None:
+    """Slots from the head at the fault to alice's next slot, produced or missed (from
+    ``end``'s record of her slots); None if she had no slot by ``end``."""
+    aslot = int(before["current_aslot"])
+    slots = [a for a in end["watched_slots"]["recent_missed_aslots"] if a > aslot]
+    if int(end["witness"]["last_aslot"]) > aslot:
+        slots.append(int(end["witness"]["last_aslot"]))
+    return min(slots) - aslot if slots else None
 
 
 def fault_after_alice(svc: Services, rng: random.Random, poll_s: float,
@@ -300,12 +300,6 @@ def run_trial(svc: Services, scenario: str, rng: random.Random, poll_s: float) -
 
     delay, t_fault, before = fault_after_alice(svc, rng, poll_s, inject)
     m1 = scrape(svc.metrics_url)
-    ahead = None
-    if scenario != "halt":
-        try:
-            ahead = alice_slots_ahead(client)
-        except ChainError:
-            ahead = None
     base_missed = int(before["witness"]["total_missed"])
     seen = Follow(last=before)
     extra: dict[str, Any] = {}
@@ -346,7 +340,7 @@ def run_trial(svc: Services, scenario: str, rng: random.Random, poll_s: float) -
     return Trial(
         scenario=scenario,
         delay_slots=round(delay, 2),
-        alice_slots_ahead=ahead,
+        alice_slots_ahead=alice_slots_ahead(before, end),
         missed_blocks=int(end["witness"]["total_missed"]) - base_missed,
         switches=len(seen.switches),
         switch_targets=[names.get(k, k) for _, _, k in seen.switches],
