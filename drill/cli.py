@@ -33,6 +33,9 @@ def _add_commands(
                       "witness_set_properties)")
     init.add_argument("--fast-kdf", action="store_true",
                       help="weak Argon2id parameters for the keystore (tests only)")
+    init.add_argument("--no-health", dest="health", action="store_false",
+                      help="no health_url in signer.toml and watcher.toml: the services act "
+                      "on missed blocks only, never pre-emptively")
 
     demo = sub.add_parser("demo", help="rehearse a failover on a throwaway devnet")
     demo.add_argument("--dir", type=Path, default=None,
@@ -52,7 +55,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     written = write_drill_dir(args.dir, port_base=args.port_base,
                               slot_seconds=args.slot_seconds, chain=args.chain,
-                              key_mode=args.key_mode, fast_kdf=args.fast_kdf)
+                              key_mode=args.key_mode, fast_kdf=args.fast_kdf,
+                              health=args.health)
     print(f"wrote devnet drill directory {args.dir}:")
     for path in written:
         print(f"  {path.relative_to(args.dir)}")

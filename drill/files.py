@@ -87,8 +87,11 @@ def devnet_toml(port: int, slot_seconds: float, chain: str,
 
 
 def write_drill_dir(directory: Path, *, port_base: int, slot_seconds: float, chain: str,
-                    key_mode: str, fast_kdf: bool = False) -> list[Path]:
+                    key_mode: str, fast_kdf: bool = False, health: bool = True) -> list[Path]:
     """Write devnet.toml and the signer and watcher sets; return the paths written.
+
+    ``health`` (the default): the signer and the watcher name each node's own API
+    (``health_url``) and may switch before a miss; without, they act on misses only.
 
     Raises:
         ConfigError: bad arguments or the directory already holds a devnet.
@@ -112,5 +115,5 @@ def write_drill_dir(directory: Path, *, port_base: int, slot_seconds: float, cha
     written = [devnet_path]
     written += write_service_files(directory, port_base=port_base, chain=chain,
                                    key_mode=key_mode, active=active, nodes=nodes,
-                                   fast_kdf=fast_kdf)
+                                   fast_kdf=fast_kdf, health=health)
     return written

@@ -81,9 +81,7 @@ confirm_timeout_s = 30
 account = {account}
 key_mode = {key_mode}                 # "active": witness_update; "signing": witness_set_properties
 # The signer's own ordered list of node keys; a switch goes to the next one.
-# health_url is the node's own read-only API: the signer probes it itself before a
-# pre-emptive switch, and never switches to a node it sees down or out of sync.
-{node_keys}
+{node_keys_comment}{node_keys}
 [policy]
 # Drill values: act on the first new miss, short cooldown, no human in the loop.
 min_missed = 1
@@ -95,6 +93,20 @@ on_exhausted = "hold"
 approval = "auto"                    # "auto", "manual" or "veto"
 approval_timeout_s = 900
 veto_window_s = 30
+{health}
+[keystore]
+path = "keys/chain.keystore"
+passphrase_file = "keys/signer.passphrase"
+
+# SMS alerts (optional). Uncomment and fill in to enable:
+# [notify]
+# twilio_account_sid = "AC..."
+# twilio_auth_token_file = "keys/twilio.token"
+# twilio_from = "+15550000000"
+# to = ["+15551111111"]
+"""
+
+SIGNER_HEALTH_TOML = """\
 # Pre-emptive switches (a request carrying the watcher's health evidence) are on
 # by default once a key has a health_url; the signer's own probes must agree.
 preemptive = true
@@ -108,25 +120,18 @@ probe_timeout_s = {probe_timeout_s}
 max_lag_blocks = 1
 confirm_probes = 2
 confirm_interval_s = {confirm_interval_s}
+"""
 
-[keystore]
-path = "keys/chain.keystore"
-passphrase_file = "keys/signer.passphrase"
-
-# SMS alerts (optional). Uncomment and fill in to enable:
-# [notify]
-# twilio_account_sid = "AC..."
-# twilio_auth_token_file = "keys/twilio.token"
-# twilio_from = "+15550000000"
-# to = ["+15551111111"]
+SIGNER_KEYS_COMMENT = """\
+# health_url is the node's own read-only API: the signer probes it itself before a
+# pre-emptive switch, and never switches to a node it sees down or out of sync.
 """
 
 NODE_KEY_TOML = """\
 [[witness.keys]]
 name = {name}
 public_key = {public_key}
-health_url = {health_url}
-"""
+{health_url}"""
 
 WATCHER_TOML = """\
 # witness-watcher configuration for a devnet drill, written by `witness-devnet init`.
@@ -149,23 +154,8 @@ miss_threshold = 1                   # new misses since the armed baseline
 one_shot = false                     # true: stop after the first confirmed switch
 state_dir = "{watcher_state}"
 
-# The producer nodes: public keys (no private key), so `status` can name the active
-# one. health_url is the node's own read-only API: probed about once per block, a node
-# that refuses, times out or lags is reported, and a dead active node triggers a
-# pre-emptive request (with evidence) before the witness's next slot.
-{node_keys}
-[health]
-# Probes of the nodes' health_url, in wall seconds ({slot_seconds} s per block here):
-# one probe round per block.
-probe_interval_s = {probe_interval_s}
-bad_probes = 2                       # consecutive bad probes before a node counts as down
-max_lag_blocks = 2                   # head further behind the chain's: out of sync
-preemptive = true                    # ask for a switch before the witness's slot
-# Probe from another local address (e.g. "127.0.0.2") to test a one-sided
-# partition (`witness-devnet node fault primary --partition 127.0.0.2`):
-# source_address = "127.0.0.2"
-
-[signer]
+{node_keys_comment}{node_keys}
+{health}[signer]
 url = "http://127.0.0.1:{signer_port}"
 keyid = "watcher"
 key = "keys/watcher.key"             # Ed25519 private key that signs requests
@@ -183,12 +173,36 @@ port = {metrics_port}
 # to = ["+15551111111"]
 """
 
+WATCHER_HEALTH_TOML = """\
+[health]
+# Probes of the nodes' health_url, in wall seconds ({slot_seconds} s per block here):
+# one probe round per block.
+probe_interval_s = {probe_interval_s}
+bad_probes = 2                       # consecutive bad probes before a node counts as down
+max_lag_blocks = 2                   # head further behind the chain's: out of sync
+preemptive = true                    # ask for a switch before the witness's slot
+# Probe from another local address (e.g. "127.0.0.2") to test a one-sided
+# partition (`witness-devnet node fault primary --partition 127.0.0.2`):
+# source_address = "127.0.0.2"
+
+"""
+
+WATCHER_KEYS_COMMENT = """\
+# The producer nodes, public keys only, so `status` can name the active one.
+"""
+
+WATCHER_HEALTH_KEYS_COMMENT = """\
+# The producer nodes: public keys (no private key), so `status` can name the active
+# one. health_url is the node's own read-only API: probed about once per block, a node
+# that refuses, times out or lags is reported, and a dead active node triggers a
+# pre-emptive request (with evidence) before the witness's next slot.
+"""
+
 WATCHER_NODE_TOML = """\
 [[nodes]]
 name = {name}
 public_key = {public_key}
-health_url = {health_url}
-"""
+{health_url}"""
 
 
 def _q(value: str) -> str:
@@ -237,46 +251,60 @@ def node_api_url(port_base: int, index: int) -> str:
     return f"http://127.0.0.1:{port_base + NODE_API_PORT_OFFSET + index}/"
 
 
+def _health_url_line(port_base: int, index: int, health: bool) -> str:
+    return f"health_url = {_q(node_api_url(port_base, index))}\n" if health else ""
+
+
 def signer_toml(*, port_base: int, chain: str, key_mode: str,
                 node_keys: list[tuple[str, str]], config_path: Path,
-                slot_seconds: float = _DEFAULT_SLOT_S) -> str:
+                slot_seconds: float = _DEFAULT_SLOT_S, health: bool = True) -> str:
     """The text of the drill's signer.toml; ``node_keys`` are (name, public key) in order.
 
-    Node *i* gets ``health_url`` = :func:`node_api_url` (P+10+i), as the devnet serves it.
+    With ``health``, node *i* gets ``health_url`` = :func:`node_api_url` (P+10+i), as
+    the devnet serves it, and the file a ``[health]`` section scaled to the slot;
+    without, the signer acts on misses only (the files as before issue 11).
     """
     base = f"http://127.0.0.1:{port_base}"
     keys_text = "\n".join(NODE_KEY_TOML.format(name=_q(n), public_key=_q(k),
-                                               health_url=_q(node_api_url(port_base, i)))
+                                               health_url=_health_url_line(port_base, i, health))
                           for i, (n, k) in enumerate(node_keys))
-    return SIGNER_TOML.format(
-        port=port_base + 1, signer_state=SIGNER_STATE, chain=_q(chain),
-        nodes=json.dumps([f"{base}/", f"{base}/rpc/1"]), account=_q(WATCHED),
-        key_mode=_q(key_mode), node_keys=keys_text, config_path=config_path,
+    health_text = SIGNER_HEALTH_TOML.format(
         slot_seconds=slot_seconds,
         # Refused connections fail at once; the timeout bounds a hanging node to half a
         # block (1 s on a real chain), the confirming probes a fifth of one (0.2 s).
         probe_timeout_s=round(min(1.0, max(0.05, slot_seconds / 2)), 3),
         confirm_interval_s=round(min(0.2, slot_seconds / 5), 3),
+    ) if health else ""
+    return SIGNER_TOML.format(
+        port=port_base + 1, signer_state=SIGNER_STATE, chain=_q(chain),
+        nodes=json.dumps([f"{base}/", f"{base}/rpc/1"]), account=_q(WATCHED),
+        key_mode=_q(key_mode), node_keys=keys_text, config_path=config_path,
+        node_keys_comment=SIGNER_KEYS_COMMENT if health else "", health=health_text,
     )
 
 
 def watcher_toml(*, port_base: int, slot_seconds: float,
                  node_keys: list[tuple[str, str]] | None = None,
-                 config_path: Path | str = "watcher.toml") -> str:
+                 config_path: Path | str = "watcher.toml", health: bool = True) -> str:
     """The text of the drill's watcher.toml; ``node_keys`` are (name, public key) in order.
 
-    No chain key, by construction: public keys and paths only.
+    With ``health`` each node names its API (``health_url``, P+10+i) and a ``[health]``
+    section probes them once per block. No chain key, by construction: public keys,
+    URLs and paths only.
     """
     base = f"http://127.0.0.1:{port_base}"
-    nodes_text = "\n".join(WATCHER_NODE_TOML.format(name=_q(n), public_key=_q(k),
-                                                    health_url=_q(node_api_url(port_base, i)))
-                           for i, (n, k) in enumerate(node_keys or []))
+    nodes_text = "\n".join(WATCHER_NODE_TOML.format(
+        name=_q(n), public_key=_q(k), health_url=_health_url_line(port_base, i, health))
+        for i, (n, k) in enumerate(node_keys or []))
+    health_text = WATCHER_HEALTH_TOML.format(slot_seconds=slot_seconds,
+                                             probe_interval_s=slot_seconds) if health else ""
     return WATCHER_TOML.format(
         account=_q(WATCHED),
         rpc_nodes=json.dumps([f"{base}/", f"{base}/rpc/1", f"{base}/rpc/2"]),
         poll_interval_s=slot_seconds, watcher_state=WATCHER_STATE, node_keys=nodes_text,
         signer_port=port_base + 1, metrics_port=port_base + 2, config_path=config_path,
-        slot_seconds=slot_seconds, probe_interval_s=slot_seconds,
+        node_keys_comment=WATCHER_HEALTH_KEYS_COMMENT if health else WATCHER_KEYS_COMMENT,
+        health=health_text,
     )
 
 
@@ -298,8 +326,11 @@ def _write_keystore(path: Path, passphrase: Secret, key_mode: str, active: Priva
 
 def write_service_files(directory: Path, *, port_base: int, chain: str, key_mode: str,
                         active: PrivateKey, nodes: dict[str, PrivateKey],
-                        fast_kdf: bool = False) -> list[Path]:
+                        fast_kdf: bool = False, health: bool = True) -> list[Path]:
     """Write the signer and watcher files of a drill directory; return the paths written.
+
+    ``health``: both configs name each node's API (pre-emptive failover); without, the
+    services act on misses only.
 
     Raises:
         ConfigError: bad arguments, or a file that would be overwritten.
@@ -332,10 +363,11 @@ def write_service_files(directory: Path, *, port_base: int, chain: str, key_mode
     slot_seconds = _slot_seconds(directory)
     _write_new(signer_path, signer_toml(port_base=port_base, chain=chain, key_mode=key_mode,
                                         node_keys=node_keys, config_path=signer_path,
-                                        slot_seconds=slot_seconds), 0o644)
+                                        slot_seconds=slot_seconds, health=health), 0o644)
     watcher_path = directory / "watcher.toml"
     _write_new(watcher_path, watcher_toml(port_base=port_base, slot_seconds=slot_seconds,
-                                          node_keys=node_keys, config_path=watcher_path), 0o644)
+                                          node_keys=node_keys, config_path=watcher_path,
+                                          health=health), 0o644)
     written += [signer_path, watcher_path]
 
     for state in (SIGNER_STATE, WATCHER_STATE):

@@ -237,3 +237,18 @@ def test_port_base_leaves_room_for_the_node_apis(tmp_path: Path, port_base: int,
     assert (tmp_path / "drill" / "devnet.toml").exists() is ok
     if not ok:
         assert "--port-base" in result.stderr
+
+
+def test_no_health_writes_the_reactive_files(tmp_path: Path) -> None:
+    """--no-health: no health_url and no [health] in either file; both services act on misses."""
+    directory = tmp_path / "drill"
+    _init(directory, "--no-health")
+    for name in ("signer.toml", "watcher.toml"):
+        text = (directory / name).read_text()
+        assert "health_url" not in text, name
+        assert "[health]" not in text, name
+    assert SignerConfig.load(directory / "signer.toml").policy.preemptive is False
+    assert WatcherConfig.load(directory / "watcher.toml", environ={}).health is None
+    # The devnet still serves every node's API on P+10+i.
+    assert DevnetConfig.load(directory / "devnet.toml").node_api_urls["backup2"] == (
+        f"http://127.0.0.1:{PORT_BASE + 12}/")
