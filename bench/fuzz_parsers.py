@@ -24,7 +24,6 @@ from typing import Any
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from signer.approvals import parse_failover, parse_json_object, parse_verdict
 
 from shared.errors import AuthError, FailoverError, RequestInvalidError
 from shared.httpsig import (
@@ -46,6 +45,7 @@ from shared.httpsig_base import (
     parse_dictionary,
     select_signature,
 )
+from signer.messages import parse_failover, parse_json_object, parse_verdict
 
 NOW = datetime(2025, 11, 25, 12, 0, 0, tzinfo=UTC)
 NOW_S = int(NOW.timestamp())

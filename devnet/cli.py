@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from devnet.config import DevnetConfig
 from devnet.genesis import build_chain
 from devnet.server import serve
 from shared.errors import ChainUnavailableError, ConfigError, FailoverError
+from shared.version import version_text
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ def _parser(extra: Extension | None = None) -> tuple[argparse.ArgumentParser, di
         description="A local Hive/Steem-compatible chain with killable producer nodes, "
         "for failover drills and tests. Its keys are throwaway devnet keys.",
     )
+    p.add_argument("--version", action="version", version=version_text("witness-devnet"))
     sub = p.add_subparsers(dest="command", required=True)
 
     commands = dict(COMMANDS)
@@ -115,7 +118,13 @@ def _url(cfg: DevnetConfig) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = DevnetConfig.load(args.config)
     chain = build_chain(cfg)
-    devnet, httpd = serve(cfg, chain)
+    try:
+        devnet, httpd = serve(cfg, chain)
+    except OSError as e:
+        reason = os.strerror(e.errno) if e.errno else str(e.strerror or e)
+        print(f"witness-devnet: cannot listen on {cfg.host}:{cfg.port} (devnet.port): "
+              f"{reason[:1].lower()}{reason[1:]}", file=sys.stderr)
+        return 1
     host, port = httpd.server_address[:2]
 
     def _stop(signum: int, frame: FrameType | None) -> None:

@@ -1,7 +1,7 @@
 """Processes, ports and waiting: the plumbing every drill, benchmark and e2e test shares.
 
-Each process runs in its own session (process group): gunicorn runs a master
-and a worker, and stopping the group stops both.
+Each process runs in its own session (process group), so stopping the group stops
+whatever the process started too.
 """
 
 from __future__ import annotations

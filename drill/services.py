@@ -45,7 +45,7 @@ class Service:
     url: str = ""
 
     def kill(self, sig: int = signal.SIGTERM) -> None:
-        """Signal the whole process group (gunicorn runs a master and a worker)."""
+        """Signal the whole process group (the service and anything it started)."""
         signal_group(self.proc, sig)
 
     def stop(self) -> int:

@@ -1,4 +1,4 @@
-"""The request-signing profile of DESIGN.md: RFC 9421 signatures, RFC 9530 digests, Ed25519.
+"""The request-signing profile (docs/api.md): RFC 9421 signatures, RFC 9530 digests, Ed25519.
 
 Pure functions over plain values: no Flask, no requests, no clock (``now`` is a
 parameter). The only module of ``shared`` that imports ``nacl``; signature bases

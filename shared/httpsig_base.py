@@ -81,7 +81,7 @@ __all__ = [
 ]
 
 ALG: Final = "ed25519"
-NONCE = re.compile(r"[A-Za-z0-9_\-]{16,128}")  # base64url and hex alphabets (DESIGN.md)
+NONCE = re.compile(r"[A-Za-z0-9_\-]{16,128}")  # base64url and hex alphabets (docs/api.md)
 KNOWN_PARAMS = frozenset({"created", "expires", "nonce", "keyid", "alg", "tag"})
 
 _METHOD = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")

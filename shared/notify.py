@@ -1,26 +1,49 @@
 """Notifiers: the ``Notifier`` port, a log fallback, and wrappers that keep alerts off the path.
 
-Compose as ``RateLimitedNotifier(NonBlockingNotifier(TwilioNotifier(...)), ...)``:
-the rate limit runs in the caller's thread (cheap, keeps a flood out of the
-queue) and the SMS goes out from a background thread. The Twilio notifier is in
-:mod:`shared.sms`, the one module that imports ``twilio``: importing this one
-never loads it.
+Compose as ``RateLimitedNotifier(FanOutNotifier([NonBlockingNotifier(TwilioNotifier(...)),
+NonBlockingNotifier(AppriseNotifier(...))]), ...)``: the rate limit runs in the
+caller's thread (cheap, keeps a flood out of the queue), each channel sends from
+its own background thread, so a hung or failing channel never delays another one
+or a failover. The Twilio notifier is in :mod:`shared.sms`, the one module that
+imports ``twilio``; the apprise channels (Telegram, Discord, Slack, Matrix,
+e-mail, ntfy, webhooks) are in :mod:`shared.channels`, the one module that imports
+``apprise``: importing this one loads neither.
+
+The rate-limit rule (docs/observability.md): an event in :data:`URGENT_EVENTS`
+(approval needed, a switch requested, done, refused or failed, a request expired,
+the signer refusing to act) is never suppressed, neither by the per-event interval
+nor by the hourly cap; only an identical repeat (same event, same text, which
+names the request id) inside the interval is. Every other event (conditions such
+as unhealthy RPC nodes or authentication failures) is limited per event name and
+counted against the hourly cap.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import stat
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol
+from pathlib import Path
+from typing import Final, Protocol
 
 from shared.clock import Clock
 from shared.errors import ConfigError, NotifyError
+from shared.secret import Secret
 
 log = logging.getLogger(__name__)
+
+# Alerts an operator must act on or must know happened, one per request: never rate-limited.
+URGENT_EVENTS: Final = frozenset({
+    "approval_needed", "request_refused", "request_expired", "switched", "switch_failed",
+    "switch_unconfirmed", "signer_not_ready", "switch_requested", "switch_confirmed",
+    "switch_refused", "key_changed",
+})
 
 
 class Notifier(Protocol):
@@ -57,6 +80,25 @@ class LogNotifier:
         return "LogNotifier()"
 
 
+class LabelledNotifier:
+    """Rewrites each text through ``label`` (e.g. node names next to keys) before sending."""
+
+    def __init__(self, inner: Notifier, label: Callable[[str], str]) -> None:
+        self._inner = inner
+        self._label = label
+
+    def send(self, event: str, text: str) -> None:
+        """Send the labelled text.
+
+        Raises:
+            NotifyError: from the wrapped notifier.
+        """
+        self._inner.send(event, self._label(text))
+
+    def __repr__(self) -> str:
+        return f"LabelledNotifier({self._inner!r})"
+
+
 class NonBlockingNotifier:
     """Hands notifications to a background thread so the caller never waits or fails."""
 
@@ -73,14 +115,14 @@ class NonBlockingNotifier:
         """Queue the notification and return at once; drop it (logged) if the queue is full."""
         with self._lock:
             if self._closed:
-                log.warning("notifier closed; dropped notification [%s]", event)
+                log.warning("notifier closed; dropped notification [%s]: %s", event, text)
                 return
             try:
                 self._queue.put_nowait((event, text))
             except queue.Full:
                 self.dropped += 1
-                log.warning("notification queue full; dropped [%s] (%d dropped so far)",
-                            event, self.dropped)
+                log.warning("notification queue full; dropped [%s] (%d dropped so far): %s",
+                            event, self.dropped, text)
 
     def close(self, timeout: float = 5.0) -> bool:
         """Stop after the queued notifications; return whether the worker ended in ``timeout``."""
@@ -104,7 +146,10 @@ class NonBlockingNotifier:
             try:
                 self._inner.send(event, text)
             except NotifyError as e:
-                log.warning("notification [%s] not delivered: %s", event, e)
+                # The full text stays in the log (request id, deadline): the operator can
+                # still act on it. Channel errors are sanitised where they are raised (no
+                # token, no apprise URL); the text is our own.
+                log.warning("notification [%s] not delivered (%s): %s", event, e, text)
             except Exception:
                 # A notifier bug must not kill the worker: later alerts still matter.
                 log.exception("notifier raised unexpectedly for [%s]", event)
@@ -113,8 +158,50 @@ class NonBlockingNotifier:
         return f"NonBlockingNotifier({self._inner!r}, queued={self._queue.qsize()})"
 
 
+class FanOutNotifier:
+    """Sends every notification to each channel; one failing channel never stops the others."""
+
+    def __init__(self, channels: Sequence[Notifier]) -> None:
+        if not channels:
+            raise ConfigError("at least one notification channel is required", field="notify")
+        self._channels = list(channels)
+
+    def send(self, event: str, text: str) -> None:
+        """Try every channel.
+
+        Raises:
+            NotifyError: at least one channel failed (after all were tried).
+        """
+        failures: list[str] = []
+        for channel in self._channels:
+            try:
+                channel.send(event, text)
+            except NotifyError as e:
+                failures.append(str(e))
+            except Exception as e:  # a channel's bug must not keep the others from sending
+                log.exception("notification channel %r raised unexpectedly", channel)
+                failures.append(type(e).__name__)
+        if failures:
+            raise NotifyError(f"{len(failures)} of {len(self._channels)} channel(s) failed: "
+                              + "; ".join(failures))
+
+    def close(self) -> None:
+        """Close the channels that can be closed (queues drain first)."""
+        for channel in self._channels:
+            close = getattr(channel, "close", None)
+            if callable(close):
+                close()
+
+    def __repr__(self) -> str:
+        return f"FanOutNotifier({', '.join(map(repr, self._channels))})"
+
+
 class RateLimitedNotifier:
-    """Suppresses repeats of one event and caps the hourly total, so an outage is not 500 SMS."""
+    """Suppresses repeats of one event and caps the hourly total, so an outage is not 500 SMS.
+
+    Events in :data:`URGENT_EVENTS` pass whatever the cap; only an identical repeat
+    (same event and text) inside the interval is suppressed.
+    """
 
     def __init__(
         self,
@@ -145,21 +232,25 @@ class RateLimitedNotifier:
         """
         now = self._clock.now()
         suppressed = 0
+        urgent = event in URGENT_EVENTS
+        # SECURITY/ops: an urgent alert is keyed by its text, which names the request id:
+        # a second request's approval_needed is never taken for a repeat of the first.
+        key = f"{event}\x00{text}" if urgent else event
         with self._lock:
             while self._sent and now - self._sent[0] >= timedelta(hours=1):
                 self._sent.popleft()
-            last = self._last.get(event)
+            last = self._last.get(key)
             if last is not None and now - last < self._interval:
                 reason: str | None = f"sent less than {self._interval} ago"
-            elif len(self._sent) >= self._max_per_hour:
+            elif not urgent and len(self._sent) >= self._max_per_hour:
                 reason = f"hourly cap of {self._max_per_hour} reached"
             else:
                 reason = None
-                self._last[event] = now
+                self._last[key] = now
                 self._sent.append(now)
-                suppressed = self._suppressed.pop(event, 0)
+                suppressed = self._suppressed.pop(key, 0)
             if reason is not None:
-                self._suppressed[event] += 1
+                self._suppressed[key] += 1
         if reason is not None:
             log.warning("notification [%s] suppressed (%s): %s", event, reason, text)
             return
@@ -169,3 +260,56 @@ class RateLimitedNotifier:
 
     def __repr__(self) -> str:
         return f"RateLimitedNotifier({self._inner!r}, max_per_hour={self._max_per_hour})"
+
+
+_MAX_URL_FILE_BYTES: Final = 65536
+
+
+def parse_url_lines(text: str) -> list[str]:
+    """The notification URLs in ``text``: one per line, blank lines and ``#`` comments skipped.
+
+    Raises:
+        ConfigError: a line is not ``scheme://...`` (named by number only: it may hold a token).
+    """
+    urls: list[str] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        scheme, sep, rest = stripped.partition("://")
+        if not sep or not rest or not scheme.replace("+", "").isalnum():
+            # SECURITY: T8 — never echo the line, it may be a webhook URL with its token.
+            raise ConfigError(f"line {number} is not a notification URL (scheme://...)")
+        urls.append(stripped)
+    return urls
+
+
+def read_url_file(path: Path, *, config_path: Path, field: str) -> list[Secret]:
+    """The notification URLs in ``path``: a regular file, not a symlink, mode 0600 or 0400.
+
+    Raises:
+        ConfigError: missing, unsafe mode, too large, not UTF-8, a malformed line, or empty.
+    """
+    where = {"path": str(config_path), "field": field}
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise ConfigError(f"cannot open {path}: {e.strerror}", **where) from e
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fh.fileno()).st_mode
+        # SECURITY: T8 — notification URLs carry bot tokens and webhook secrets.
+        if not stat.S_ISREG(mode) or mode & 0o077:
+            raise ConfigError(f"{path} must be a regular file of mode 0600 "
+                              f"(it is {stat.S_IMODE(mode):04o}); chmod 600 it", **where)
+        data = fh.read(_MAX_URL_FILE_BYTES + 1)
+    if len(data) > _MAX_URL_FILE_BYTES:
+        raise ConfigError(f"{path} is larger than {_MAX_URL_FILE_BYTES} bytes", **where)
+    try:
+        urls = parse_url_lines(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8", **where) from e
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}", **where) from e
+    if not urls:
+        raise ConfigError(f"{path} lists no notification URL", **where)
+    return [Secret(u) for u in urls]

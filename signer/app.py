@@ -26,7 +26,15 @@ from pathlib import Path
 from shared.clock import Clock, SystemClock
 from shared.errors import ConfigError, KeystoreError
 from shared.httpsig import load_private_key, load_public_key
-from shared.notify import LogNotifier, NonBlockingNotifier, Notifier, RateLimitedNotifier
+from shared.logtext import KeyLabels
+from shared.notify import (
+    FanOutNotifier,
+    LabelledNotifier,
+    LogNotifier,
+    NonBlockingNotifier,
+    Notifier,
+    RateLimitedNotifier,
+)
 from shared.rpc import HeadTracker, JsonRpcClient
 from signer.auth import Client
 from signer.config import SignerConfig, TwilioConfig
@@ -36,6 +44,7 @@ from signer.failpoints import Failpoints
 from signer.keystore import Keystore, PassphraseSource, Secret, read_passphrase
 from signer.lifecycle import Lifecycle
 from signer.privatefile import read_private_file
+from signer.probes import NodeProber, ProbeTarget
 from signer.service import ServiceOptions, SignerService
 from signer.store import Store
 from signer.worker import Worker
@@ -133,8 +142,7 @@ def _read_token(path: Path) -> Secret:
     return Secret(text)
 
 
-def _twilio(config: SignerConfig, twilio: TwilioConfig, clock: Clock
-            ) -> tuple[Notifier, Callable[[], None]]:
+def _twilio(config: SignerConfig, twilio: TwilioConfig) -> Notifier:
     from shared.sms import TwilioNotifier  # noqa: PLC0415 - keep twilio off the default path
 
     if twilio.auth_token_file is not None:
@@ -145,18 +153,59 @@ def _twilio(config: SignerConfig, twilio: TwilioConfig, clock: Clock
             raise ConfigError("no Twilio auth token: set the file or the environment variable",
                               path=str(config.path), field="notify.twilio_auth_token_env")
         token = Secret(value)
-    sms = TwilioNotifier(twilio.account_sid, token, twilio.from_number, twilio.to_numbers,
-                         api_base_url=twilio.api_base_url)
-    queued = NonBlockingNotifier(sms)
+    return TwilioNotifier(twilio.account_sid, token, twilio.from_number, twilio.to_numbers,
+                          api_base_url=twilio.api_base_url)
+
+
+def build_notifier(config: SignerConfig, clock: Clock
+                   ) -> tuple[Notifier, Callable[[], None]]:
+    """RateLimited(FanOut(NonBlocking(Twilio), NonBlocking(apprise))) over the configured
+    channels (the log when none is), node names next to keys; and its closer.
+
+    Raises:
+        ConfigError: a channel is configured but its token or URLs are missing or unsafe.
+    """
+    inner: list[Notifier] = []
+    if config.twilio is not None:
+        inner.append(_twilio(config, config.twilio))
+    if config.apprise_configured:
+        from shared.channels import AppriseNotifier  # noqa: PLC0415 - apprise only if configured
+
+        if config.apprise_urls_file is None:
+            log.warning("apprise URLs come from the environment (%s); prefer "
+                        "notify.apprise_urls_file (mode 0600)", config.apprise_urls_env)
+        apprise = AppriseNotifier(config.apprise_urls())
+        log.info("alert channels: %s", ", ".join(apprise.names))
+        inner.append(apprise)
+    labels = KeyLabels((k.public_key, k.name) for k in config.node_keys)
+    if not inner:
+        log.warning("no SMS and no apprise URLs configured: alerts go to the log only")
+        return LabelledNotifier(LogNotifier(), labels.annotate), lambda: None
+    # Each channel behind its own queue: a hung channel never delays another one.
+    queued = [NonBlockingNotifier(n) for n in inner]
 
     def close() -> None:
-        queued.close()
-        sms.close()
+        for q in queued:
+            q.close()
+        for n in inner:
+            closer = getattr(n, "close", None)
+            if callable(closer):
+                closer()
 
-    # A flood of one event is one SMS a minute; an outage is at most 30 an hour.
-    limited = RateLimitedNotifier(queued, per_event_min_interval=timedelta(minutes=1),
+    # A flood of one condition is one alert a minute and at most 30 an hour; approval and
+    # switch alerts are never suppressed (shared.notify.URGENT_EVENTS).
+    limited = RateLimitedNotifier(LabelledNotifier(FanOutNotifier(queued), labels.annotate),
+                                  per_event_min_interval=timedelta(minutes=1),
                                   max_per_hour=30, clock=clock)
     return limited, close
+
+
+def build_prober(config: SignerConfig) -> NodeProber | None:
+    """The producer-node prober, or None when no node key has a ``health_url``."""
+    if not any(k.health_url for k in config.node_keys):
+        return None
+    return NodeProber([ProbeTarget(k.name, k.public_key, k.health_url) for k in config.node_keys],
+                      config.health)
 
 
 def build_service(config: SignerConfig, *,
@@ -195,16 +244,21 @@ def build_service(config: SignerConfig, *,
                                tracker=HeadTracker(config.stale_after),
                                tx_expiration=config.tx_expiration, clock=clock)
         closers: list[Callable[[], object]] = []
-        if notifier is None and config.twilio is not None:
-            notifier, close_sms = _twilio(config, config.twilio, clock)
-            closers.append(close_sms)
-        notifier = notifier or LogNotifier()
+        if notifier is None:
+            notifier, close_notifier = build_notifier(config, clock)
+            closers.append(close_notifier)
         options = options or ServiceOptions()
+        prober = build_prober(config)
+        if prober is not None:
+            closers.append(prober.close)
         lifecycle = Lifecycle(store)
         executor = Executor(lifecycle, chain, config.policy, notifier, clock,
                             quorum=config.quorum, confirm_timeout=config.confirm_timeout,
                             max_attempts=options.max_attempts,
-                            failpoints=Failpoints(config.env_value(FAILPOINT_ENV)))
+                            failpoints=Failpoints(config.env_value(FAILPOINT_ENV)),
+                            prober=prober,
+                            key_label=KeyLabels((k.public_key, k.name)
+                                                for k in config.node_keys))
         service = SignerService(config, lifecycle, executor, Worker(executor, options.tick_s),
                                 clients=clients, response_key=response_key, notifier=notifier,
                                 clock=clock, options=options,

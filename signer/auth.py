@@ -3,19 +3,26 @@
 The service's first step for every ``/v1/*`` request: the RFC 9421 profile
 (:func:`shared.httpsig.verify_request`, nonces in SQLite), then the client's role
 against the route. Repeated failures alert, bounded under a flood.
+
+A refused request gets a short, unsigned reason (:mod:`shared.authhint`) chosen by
+:func:`diagnose` in an order that never depends on whether the claimed keyid is
+configured; the log names the claimed keyid (public) and says exactly what failed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from shared import httpsig_base as base
+from shared.authhint import Reason
 from shared.clock import Clock
-from shared.errors import AuthError, ForbiddenError
+from shared.errors import AuthError, ForbiddenError, ReplayError, StaleRequestError
 from shared.httpsig import Ed25519PublicKey, HttpMessage, VerifiedRequest, verify_request
 from shared.notify import Notifier
 from signer.config import Role
@@ -31,6 +38,7 @@ ROUTES: Mapping[str, frozenset[Role]] = {
     "request": frozenset({"watcher", "operator"}),
     "approve": frozenset({"operator"}),
     "deny": frozenset({"operator"}),
+    "operator": frozenset({"operator"}),  # arm, switch, disable, enable
 }
 
 
@@ -62,6 +70,71 @@ class RouteForbiddenError(ForbiddenError):
     def __init__(self, message: str, auth: Authenticated) -> None:
         super().__init__(message)
         self.auth = auth
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a request was refused: the public reason, and what stays in the signer's log."""
+
+    reason: Reason
+    keyid: str | None  # as the request claims it: public, safe to log
+    known_keyid: bool  # SECURITY: log only, never in the answer (no keyid oracle)
+    at: datetime  # the signer's clock when it refused (the answer's Date: a skew hint)
+
+    def describe(self) -> str:
+        """One log line's worth: the claimed keyid, whether it is configured, the reason."""
+        who = "no keyid" if self.keyid is None else (
+            f"keyid {self.keyid[:64]!r} ({'configured' if self.known_keyid else 'UNKNOWN'})")
+        what = ("signature does not verify" if self.reason == "key_or_signature"
+                and self.known_keyid else "no such client" if self.reason == "key_or_signature"
+                else self.reason)
+        return f"{who}: {what}"
+
+
+class RejectedRequestError(AuthError):
+    """A request failed authentication; carries the :class:`Rejection` (401, unsigned)."""
+
+    def __init__(self, rejection: Rejection, error: AuthError) -> None:
+        super().__init__(f"{rejection.describe()}: {error}")
+        self.rejection = rejection
+
+
+def diagnose(msg: HttpMessage, error: AuthError, known: Callable[[str], bool], now: datetime,
+             max_skew: timedelta) -> Rejection:
+    """Classify why :func:`verify_request` refused ``msg``; pure, a hint only.
+
+    SECURITY: the checks run in an order that never depends on whether the claimed
+    keyid is configured — malformed, stale, bad digest, then key-or-signature — so an
+    unauthenticated caller cannot tell an unknown keyid from a wrong signature, nor
+    probe keyids through the other reasons. ``replay`` is reached only with a valid
+    signature, i.e. by someone who already holds a genuine request.
+    """
+    keyid: str | None = None
+
+    def rejection(reason: Reason) -> Rejection:
+        return Rejection(reason, keyid, keyid is not None and known(keyid), now)
+
+    if isinstance(error, ReplayError):
+        with contextlib.suppress(AuthError, ValueError, LookupError, TypeError):
+            keyid = base.select_signature(msg.headers, known).keyid
+        return rejection("replay")
+    try:
+        chosen = base.select_signature(msg.headers, lambda _keyid: True)
+        keyid = chosen.keyid
+        base.check_params(chosen.covered.params, int(now.timestamp()),
+                          max_skew.total_seconds(), need_nonce=True)
+    except StaleRequestError:
+        return rejection("stale")
+    except (AuthError, ValueError, LookupError, TypeError, ArithmeticError):
+        return rejection("malformed")
+    if not (chosen.covers("@method") and chosen.covers("content-digest")
+            and (chosen.covers("@path") or chosen.covers("@target-uri"))):
+        return rejection("malformed")
+    try:
+        base.check_content_digest(msg.headers.get("content-digest"), msg.body)
+    except (AuthError, ValueError, LookupError, TypeError):
+        return rejection("bad_digest")
+    return rejection("key_or_signature")
 
 
 class Window:
@@ -96,20 +169,24 @@ class Authenticator:
         self._lock = threading.Lock()
         self._failures = Window(timedelta(minutes=1), alert_per_min)
         self._last_alert: datetime | None = None
+        self.failures_total = 0  # for the metrics
 
     def authenticate(self, msg: HttpMessage, route: str) -> Authenticated:
         """Verify ``msg`` (RFC 9421 profile, SQLite nonces) and check the route's roles.
 
         Raises:
-            AuthError: not authenticated (401), including stale and replayed requests.
+            RejectedRequestError: not authenticated (401), stale and replayed requests
+                included; its :class:`Rejection` says why, as far as may be said.
             RouteForbiddenError: authenticated, but the role may not use ``route`` (403).
         """
         now = self._clock.now()
         try:
             verified = verify_request(msg, self._keys, self._nonces, now, self._max_skew)
         except AuthError as e:
-            self._failed(now, e)
-            raise
+            rejected = RejectedRequestError(
+                diagnose(msg, e, self._keys.__contains__, now, self._max_skew), e)
+            self._failed(now, rejected)
+            raise rejected from e
         auth = Authenticated(verified, self._clients[verified.keyid].role)
         if auth.role not in ROUTES.get(route, frozenset()):
             log.warning("client %s (%s) may not use %s", auth.keyid, auth.role, route)
@@ -118,12 +195,13 @@ class Authenticator:
 
     def _failed(self, now: datetime, error: AuthError) -> None:
         with self._lock:
+            self.failures_total += 1
             count = self._failures.add(now)
             alert = count > self._alert_per_min and (
                 self._last_alert is None or now - self._last_alert >= self._alert_interval)
             if alert:
                 self._last_alert = now
-        log.warning("authentication failed (%s): %s", type(error).__name__, error)
+        log.warning("authentication failed: %s", error)
         if alert:
             notify_safely(self._notifier, "auth_failures",
                           f"more than {count - 1} failed authentications in the last minute "

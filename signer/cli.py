@@ -1,8 +1,10 @@
 """``witness-signer``: the signer's composition root and its operator commands.
 
-``serve`` loads signer.toml once and builds the service in gunicorn's worker
-(:mod:`signer.serving`); ``pending``/``approve``/``deny``/``audit`` work on the running
-server's SQLite state, ``status`` on the chain; ``keystore``, ``keygen`` and ``dry-run``
+``serve`` loads signer.toml once, builds the service and serves it behind the gevent
+front (:mod:`signer.serving`); ``pending``/``approve``/``deny``/``audit`` work on the running
+server's SQLite state, ``status`` on the chain; ``arm``/``switch``/``disable``/``enable``
+are recorded for the running signer to execute (:mod:`signer.cli_operator`), ``remote``
+does the same over the signed API (:mod:`signer.remote`); ``keystore``, ``keygen`` and ``dry-run``
 live in :mod:`signer.cli_keys`, ``init`` writes a config (:mod:`signer.initconfig`).
 No command prints a private key or a passphrase.
 """
@@ -23,21 +25,33 @@ from types import FrameType
 from typing import Any
 
 from shared.errors import ChainError, ConfigError, FailoverError
+from shared.logsetup import LOG_FORMATS, configure_logging
 from shared.rpc import JsonRpcClient
-from signer.app import open_store
+from shared.version import version_text
+from signer.app import DB_NAME, open_store
 from signer.cli_keys import cmd_dry_run, cmd_keygen, cmd_keystore, key_name
-from signer.config import SignerConfig, environment_help
+from signer.cli_operator import add_operator_commands, cmd_operator
+from signer.config import ENV_STATE_DIR, SignerConfig, environment_help
 from signer.initconfig import write_signer_init
 from signer.lifecycle import Lifecycle
-from signer.messages import checked_note, describe_request
+from signer.messages import (
+    checked_note,
+    describe_request,
+    health_fields,
+    pending_line,
+    pending_summary,
+)
 from signer.policy import Verdict
+from signer.remote import add_remote_parser, cmd_remote
 from signer.serving import serve_signer
-from signer.store import RequestRecord
+from signer.store import Store
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_ERROR, EXIT_CHAIN = 0, 2, 3
-_CONFIG_HELP = "path to signer.toml (relative paths in it are relative to the file)"
+DEFAULT_CONFIG = Path("/etc/witness-signer/signer.toml")  # deploy/witness-signer.service
+_CONFIG_HELP = (f"path to signer.toml (default {DEFAULT_CONFIG}; relative paths in it are "
+                "relative to the file)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,18 +65,21 @@ def _parser() -> argparse.ArgumentParser:
         "error (unreachable, or a node on another chain).",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
+    p.add_argument("--version", action="version", version=version_text("witness-signer"))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, text: str, *, config: bool = True) -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=text, description=text)
         if config:
-            cmd.add_argument("--config", type=Path, required=True, help=_CONFIG_HELP)
+            cmd.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=_CONFIG_HELP)
         return cmd
 
-    command("serve", "open the keystore, check the nodes' chain id, reconcile interrupted "
-            "switches, then serve the API with gunicorn (one worker process with "
-            "signer.threads threads) until SIGTERM; refuses to start on a bad config, "
+    serve = command("serve", "open the keystore, check the nodes' chain id, reconcile interrupted "
+            "switches, then serve the API (one process: a gevent front reads each request "
+            "under deadlines, the app runs on signer.threads threads) until SIGTERM; refuses to start on a bad config, "
             "keystore, passphrase, file mode or chain id")
+    serve.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                       help="text lines (default) or JSON lines (one object per line)")
     command("status", "show the witness as each configured RPC node reports it, and the "
             "signer's armed baseline; needs no key; exit 3 when no node answers or one is "
             "on another chain").add_argument(
@@ -72,12 +89,16 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print one JSON object per line")
     for verb, what in (("approve", "approve a pending request; the running signer re-checks "
                         "the chain and executes it"),
-                       ("deny", "deny a pending request; it will never be executed")):
+                       ("deny", "deny a pending request; it will never be executed, and no new "
+                        "request for the same outage is accepted for policy.deny_hold_s")):
         cmd = command(verb, what)
-        cmd.add_argument("request_id", metavar="ID", help="request id (see `pending`)")
+        cmd.add_argument("request_id", metavar="ID",
+                         help="request id or a unique prefix of 6+ characters (see `pending`)")
         cmd.add_argument("--as", dest="actor", default=None, metavar="NAME",
                          help="operator name recorded in the audit (default: the OS user)")
         cmd.add_argument("--note", default="", help="free text recorded with the verdict")
+    add_operator_commands(command)
+    add_remote_parser(sub)
     audit = command("audit", "print the audit trail as JSON lines, oldest first")
     audit.add_argument("--since", type=_timestamp, default=None, metavar="ISO",
                        help="only records at or after this ISO 8601 time (UTC if no zone)")
@@ -98,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
         ("list", "list the public keys in the keystore and their roles (never private keys)"),
     ):
         cmd = ks_sub.add_parser(name, help=text, description=text)
-        cmd.add_argument("--config", type=Path, required=True, help=_CONFIG_HELP)
+        cmd.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=_CONFIG_HELP)
         if name == "import":
             cmd.add_argument("--role", choices=["active", "signing"], default=None,
                              help="role of the key (default and only allowed value: "
@@ -151,31 +172,57 @@ def cmd_serve(config: SignerConfig, args: argparse.Namespace) -> int:
 # ---- state: pending, approve, deny, audit ---------------------------------------------------
 
 
-def _row(record: RequestRecord) -> list[str]:
-    deadline = (f"approve by {record.approve_by:%Y-%m-%d %H:%M:%S}Z" if record.approve_by
-                else f"runs at {record.execute_at:%Y-%m-%d %H:%M:%S}Z" if record.execute_at
-                else "")
-    return [record.id, f"{record.created_at:%Y-%m-%d %H:%M:%S}Z", record.client_keyid,
-            record.failing_key, record.target_key or "-", deadline]
+def open_existing_store(config: SignerConfig) -> Store:
+    """The running signer's state database; never creates one (read-only and verdict commands).
+
+    Raises:
+        ConfigError: there is no database in ``signer.state_dir`` (a wrong path, or a
+            signer that never served): an empty new one would answer "nothing pending".
+    """
+    db = config.state_dir / DB_NAME
+    if not db.is_file():
+        raise ConfigError(f"no signer state at {db}: check signer.state_dir (and "
+                          f"{ENV_STATE_DIR}); `witness-signer serve` creates it on its first "
+                          "start", path=str(config.path), field="signer.state_dir")
+    return open_store(config)
 
 
 def cmd_pending(config: SignerConfig, args: argparse.Namespace) -> int:
-    with open_store(config) as store:
+    names = {k.public_key: k.name for k in config.node_keys}
+    with open_existing_store(config) as store:
+        armed = store.get_armed()
         records = store.list_pending()
-        if args.json:
-            for r in records:
-                print(json.dumps({"client": r.client_keyid, **describe_request(store, r)},
-                                 sort_keys=True))
-            return EXIT_OK
-    if not records:
-        print("no pending requests")
+        docs = [{**describe_request(store, r), **pending_summary(store, r, names, armed)}
+                for r in records]
+        health = [_health_line(health_fields(store, r)) for r in records]
+    if args.json:
+        for doc in docs:
+            print(json.dumps(doc, sort_keys=True))
         return EXIT_OK
-    table = [["ID", "CREATED", "CLIENT", "FAILING KEY", "TARGET KEY", "DEADLINE"]]
-    table += [_row(r) for r in records]
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if not docs:
+        print("no pending requests")
+    for doc, line in zip(docs, health, strict=True):
+        print(pending_line(doc))
+        if line:
+            print(f"    {line}")
     return EXIT_OK
+
+
+def _health_line(fields: dict[str, Any]) -> str:
+    """The health evidence of a pending request for the operator ("" when there is none)."""
+    parts = []
+    evidence = fields.get("evidence")
+    if isinstance(evidence, dict):
+        parts.append(f"pre-emptive: watcher says {evidence['node']} {evidence['kind']} for "
+                     f"{evidence['probes']} probes ({evidence['detail']})")
+    health = fields.get("health")
+    if isinstance(health, dict):
+        nodes = health.get("nodes", {})
+        seen = ", ".join(f"{name} {n['state']}" + (f" ({n['detail']})" if n["detail"] else "")
+                         for name, n in nodes.items())
+        parts.append(f"signer saw at {fields.get('health_stage')}: {seen} "
+                     f"(chain head {health.get('chain_head')})")
+    return "; ".join(parts)
 
 
 def _actor(args: argparse.Namespace) -> str:
@@ -190,9 +237,10 @@ def _actor(args: argparse.Namespace) -> str:
 def cmd_verdict(config: SignerConfig, args: argparse.Namespace) -> int:
     verdict: Verdict = "approve" if args.command == "approve" else "deny"
     note = checked_note(args.note)  # before any change: the audit line must not be refused
-    with open_store(config) as store:
-        record = Lifecycle(store).verdict(args.request_id, _actor(args), datetime.now(UTC),
-                                          verdict=verdict, note=note)
+    with open_existing_store(config) as store:
+        lifecycle = Lifecycle(store)
+        record = lifecycle.verdict(lifecycle.resolve(args.request_id), _actor(args),
+                                   datetime.now(UTC), verdict=verdict, note=note)
     then = ("the running signer re-checks the chain and executes it"
             if record.state == "approved" else "it will not be executed")
     print(f"request {record.id} {record.state} by {record.decided_by}; {then}")
@@ -209,7 +257,7 @@ def cmd_audit(config: SignerConfig, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     last_id = 0
-    with open_store(config) as store:
+    with open_existing_store(config) as store:
         while not stop:
             for record in store.iter_audit(after_id=last_id):
                 last_id = int(record["id"])
@@ -249,10 +297,12 @@ def cmd_status(config: SignerConfig, args: argparse.Namespace) -> int:
     rpc = JsonRpcClient(config.rpc_nodes, timeout_s=config.rpc_timeout_s)
     nodes = _read_nodes(config, rpc)
     armed, pending = None, 0
-    if config.state_dir.is_dir():  # status never creates the signer's state
-        with open_store(config) as store:
+    db = config.state_dir / DB_NAME
+    if db.is_file():  # status never creates the signer's state
+        with open_existing_store(config) as store:
             armed, pending = store.get_armed(), len(store.list_pending())
     doc = {"witness": config.policy.witness, "chain": config.chain.name,
+           "state_db": str(db) if db.is_file() else None,
            "key_mode": config.policy.key_mode, "approval": config.policy.approval,
            "nodes": nodes, "pending_requests": pending,
            "armed": armed and {"baseline_missed": armed.baseline_missed,
@@ -270,6 +320,9 @@ def cmd_status(config: SignerConfig, args: argparse.Namespace) -> int:
             print(f"  {n['url']}: chain id {'ok' if n['chain_id_ok'] else 'WRONG'}, head "
                   f"#{n['head_block_num']}, key {n['signing_key']} ({n['key_name']}), "
                   f"total_missed {n['total_missed']}")
+        if doc["state_db"] is None:
+            print(f"  no signer state at {db}: the signer has not served with this config yet, "
+                  "or signer.state_dir is wrong")
         if armed is not None:
             print(f"  armed on {key_name(config, armed.armed_key)} at total_missed "
                   f"{armed.baseline_missed} since {armed.armed_at:%Y-%m-%d %H:%M:%S}Z")
@@ -295,6 +348,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[SignerConfig, argparse.Namespace], int]] = {
     "serve": cmd_serve, "status": cmd_status, "pending": cmd_pending, "approve": cmd_verdict,
     "deny": cmd_verdict, "audit": cmd_audit, "keystore": cmd_keystore, "dry-run": cmd_dry_run,
+    "arm": cmd_operator, "switch": cmd_operator, "disable": cmd_operator,
+    "enable": cmd_operator,
 }
 
 
@@ -306,15 +361,16 @@ def exit_code(error: FailoverError) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``witness-signer``; returns the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO
-                        if args.command == "serve" else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO
+                      if args.command == "serve" else logging.WARNING,
+                      getattr(args, "log_format", "text"))
     try:
         if args.command == "keygen":
             return cmd_keygen(args)
         if args.command == "init":
             return cmd_init(args)
+        if args.command == "remote":
+            return cmd_remote(args)
         config = SignerConfig.load(args.config)
         return COMMANDS[args.command](config, args)
     except FailoverError as e:

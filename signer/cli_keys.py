@@ -123,7 +123,7 @@ def _stored_history(config: SignerConfig, now: datetime) -> History | None:
 
 
 def cmd_dry_run(config: SignerConfig, args: argparse.Namespace) -> int:
-    """Build, sign and verify the next switch's transaction; print it; never broadcast."""
+    """Build, sign and verify the next switch's transaction; print it unsigned; never broadcast."""
     # beembase (the transaction serialiser) loads with the dry run, not with the
     # other commands; signer.keystore above has already loaded beem's key classes.
     from signer.dryrun import dry_run, render_text  # noqa: PLC0415
@@ -135,8 +135,6 @@ def cmd_dry_run(config: SignerConfig, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.as_json(), indent=2, sort_keys=True))
     else:
-        if report.tx is not None:
-            print(json.dumps(report.tx.tx_json, indent=2, sort_keys=True))
         print(render_text(report))
     return EXIT_OK if report.tx is not None else EXIT_ERROR
 

@@ -14,7 +14,7 @@ its values are read when needed and never stored here.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +22,9 @@ from typing import Any, Literal
 from shared.chains import ChainProfile, profile
 from shared.config import Fields, load_toml, parse_env_text, resolve_path
 from shared.errors import ConfigError, KeystoreError
+from shared.notify import parse_url_lines, read_url_file
+from shared.secret import Secret
+from signer.health import HealthConfig
 from signer.policy import PolicyConfig
 from signer.privatefile import read_private_file
 
@@ -44,13 +47,16 @@ _TABLES: dict[str, tuple[str, ...]] = {
               "confirm_timeout_s"),
     "witness": ("account", "key_mode", "keys"),
     "policy": ("min_missed", "max_switches", "window_s", "cooldown_s", "max_rounds",
-               "on_exhausted", "approval", "approval_timeout_s", "veto_window_s"),
+               "on_exhausted", "approval", "approval_timeout_s", "veto_window_s",
+               "preemptive", "deny_hold_s"),
+    "health": ("probe_timeout_s", "max_lag_blocks", "confirm_probes", "confirm_interval_s"),
     "keystore": ("path", "passphrase_file", "passphrase_credential", "passphrase_env", "prompt"),
     "notify": ("twilio_account_sid", "twilio_auth_token_file", "twilio_auth_token_env",
-               "twilio_from", "to", "twilio_api_base_url", "twilio_env_file"),
+               "twilio_from", "to", "twilio_api_base_url", "twilio_env_file",
+               "apprise_urls_file", "apprise_urls_env"),
 }
 _CLIENT_FIELDS = ("keyid", "role", "public_key")
-_NODE_KEY_FIELDS = ("name", "public_key")
+_NODE_KEY_FIELDS = ("name", "public_key", "health_url")
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,7 @@ class NodeKey:
 
     name: str
     public_key: str
+    health_url: str | None = None  # the node's own read-only JSON-RPC API (issue 11)
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,37 @@ class SignerConfig:
     body_timeout_s: float = 10.0
     max_connections: int = 512
     max_connections_per_source: int = 32
+    # Producer-node probes ([health]); used when a node key has a health_url.
+    health: HealthConfig = field(default_factory=HealthConfig)
+    # apprise channels: a file of URLs (mode 0600), or an environment variable (warned).
+    apprise_urls_file: Path | None = None
+    apprise_urls_env: str | None = None
+    # Prometheus metrics on their own loopback listener; off unless [metrics] port is set.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
+
+    @property
+    def apprise_configured(self) -> bool:
+        """Whether apprise channels are configured (file or environment variable)."""
+        return self.apprise_urls_file is not None or self.apprise_urls_env is not None
+
+    def apprise_urls(self) -> list[Secret]:
+        """The apprise notification URLs, from ``notify.apprise_urls_file`` or the variable
+        named by ``notify.apprise_urls_env`` (URLs separated by whitespace); [] if neither.
+
+        Raises:
+            ConfigError: the file is missing, unsafe or malformed; the variable is unset.
+        """
+        if self.apprise_urls_file is not None:
+            return read_url_file(self.apprise_urls_file, config_path=self.path,
+                                 field="notify.apprise_urls_file")
+        if self.apprise_urls_env is None:
+            return []
+        value = (self.env_value(self.apprise_urls_env) or "").strip()
+        if not value:
+            raise ConfigError(f"environment variable {self.apprise_urls_env} is not set",
+                              path=str(self.path), field="notify.apprise_urls_env")
+        return [Secret(u) for u in parse_url_lines("\n".join(value.split()))]
 
     def env_value(self, name: str) -> str | None:
         """One environment variable (the only place the signer reads one).
@@ -152,7 +190,7 @@ class SignerConfig:
         Raises:
             ConfigError: an invalid field, named.
         """
-        f = Fields(raw, path, known={*_TABLES, "clients"})
+        f = Fields(raw, path, known={*_TABLES, "clients", "metrics"})
         for table, names in _TABLES.items():
             f.section(table, names)
         base = path.parent
@@ -182,6 +220,7 @@ class SignerConfig:
                 raise ConfigError("must be a port number", field=ENV_PORT)
             port = int(env_override)
         state_dir = os.environ.get(ENV_STATE_DIR) or f.str("signer.state_dir", default="state")
+        metrics_host, metrics_port = _metrics(f, port)
         return cls(
             path=path,
             host=os.environ.get(ENV_HOST) or f.str("signer.host", default="127.0.0.1"),
@@ -218,7 +257,32 @@ class SignerConfig:
             max_connections=f.int("signer.max_connections", default=512, lo=16, hi=65536),
             max_connections_per_source=f.int("signer.max_connections_per_source", default=32,
                                              lo=1, hi=65536),
+            health=_health(f),
+            apprise_urls_file=f.opt_path("notify.apprise_urls_file", base),
+            apprise_urls_env=f.opt_str("notify.apprise_urls_env"),
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
         )
+
+
+def _metrics(f: Fields, api_port: int) -> tuple[str, int | None]:
+    """``[metrics] host/port``: a loopback listener of its own, never the API port."""
+    section = f.get("metrics", None)
+    if section is None:
+        return "127.0.0.1", None
+    if not isinstance(section, dict):
+        raise f.fail("metrics", "must be a table")
+    Fields(section, f.path, "metrics.", known=("host", "port"))
+    host = f.str("metrics.host", default="127.0.0.1")
+    if host not in {"127.0.0.1", "::1", "localhost"}:
+        # SECURITY: the metrics tell when the signer will act; keep them off the network
+        # (a scraper elsewhere reaches them through a tunnel or a local agent).
+        raise f.fail("metrics.host", "must be a loopback address")
+    port = f.int("metrics.port", lo=0, hi=65535)
+    if port != 0 and port == api_port:
+        raise f.fail("metrics.port", "must differ from signer.port (metrics never share "
+                     "the API listener)")
+    return host, port
 
 
 def _clients(f: Fields) -> list[ClientConfig]:
@@ -242,7 +306,42 @@ def _node_keys(f: Fields) -> list[NodeKey]:
     items = f.table_list("witness.keys", known=_NODE_KEY_FIELDS)
     if not items:
         raise f.fail("witness.keys", "list the witness's node keys in order, primary first")
-    return [NodeKey(item.str("name"), item.str("public_key")) for item in items]
+    out: list[NodeKey] = []
+    for i, item in enumerate(items):
+        url = item.opt_str("health_url")
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise f.fail(f"witness.keys[{i}].health_url", "must be an http:// or https:// URL")
+        out.append(NodeKey(item.str("name"), item.str("public_key"), url))
+    names = [k.name for k in out]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise f.fail(f"witness.keys[{i}].name", f"duplicate node name {name!r}")
+    return out
+
+
+def _health(f: Fields) -> HealthConfig:
+    try:
+        return HealthConfig(
+            probe_timeout_s=f.float("health.probe_timeout_s", default=1.0, lo=0.05, hi=30),
+            max_lag_blocks=f.int("health.max_lag_blocks", default=1, lo=0, hi=1000),
+            confirm_probes=f.int("health.confirm_probes", default=2, lo=1, hi=10),
+            confirm_interval_s=f.float("health.confirm_interval_s", default=0.2, lo=0, hi=10),
+        )
+    except ConfigError as e:
+        if e.path is not None:
+            raise
+        raise ConfigError(str(e).split(": ", 1)[-1], path=str(f.path),
+                          field=f"health.{e.field}") from e
+
+
+def _preemptive(f: Fields, node_keys: tuple[NodeKey, ...]) -> bool:
+    """``[policy] preemptive``: on by default when any node key has a health_url."""
+    probed = any(k.health_url for k in node_keys)
+    preemptive = f.bool("policy.preemptive", default=probed)
+    if preemptive and not probed:
+        raise f.fail("policy.preemptive", "needs a health_url on at least one "
+                     "[[witness.keys]] entry (the signer must probe the nodes itself)")
+    return preemptive
 
 
 def _policy(f: Fields, node_keys: tuple[NodeKey, ...]) -> PolicyConfig:
@@ -264,6 +363,10 @@ def _policy(f: Fields, node_keys: tuple[NodeKey, ...]) -> PolicyConfig:
                                                        lo=1, hi=10**6)),
             veto_window=timedelta(seconds=f.float("policy.veto_window_s", default=120, lo=0.1,
                                                   hi=10**6)),
+            preemptive=_preemptive(f, node_keys),
+            node_names=tuple(k.name for k in node_keys),
+            deny_hold=timedelta(seconds=f.float("policy.deny_hold_s", default=600, lo=0,
+                                                hi=10**7)),
         )
     except ConfigError as e:
         if e.path is not None:

@@ -82,14 +82,16 @@ class Confirmer:
             keys = ex.policy.node_keys
             wraps = (record.failing_key in keys and target in keys
                      and keys.index(target) <= keys.index(record.failing_key))
-            done = Switch(target, history.rounds + (1 if wraps else 0), "confirmed")
+            # An operator's switch or enable re-arms: the rotation starts over.
+            rounds = 0 if record.kind != "failover" else history.rounds + (1 if wraps else 0)
+            done = Switch(target, rounds, "confirmed")
         after = rearm(history, view, done, now)
         armed = Armed(after.baseline_missed, after.armed_key, now, after.rounds)
         if not ex.lifecycle.confirm(record, to_key=target, tx_id=found.tx_id,
                                     block_num=found.block_num, armed=armed, now=now):
             return
         self._warned.discard(record.id)
-        log.info("request %s confirmed: %s -> %s in block %d", record.id, record.failing_key,
-                 target, found.block_num)
+        log.info("request %s confirmed: %s -> %s in block %d", record.id,
+                 ex.label(record.failing_key), ex.label(target), found.block_num)
         ex.notify("switched", f"{ex.policy.witness}: signing key switched {record.failing_key} "
                   f"-> {target} (block {found.block_num}, request {record.id})")

@@ -8,6 +8,12 @@ worker would broadcast (:meth:`RpcSignerChain.build`, fresh TaPoS), then checks
 it from its JSON alone: the signature recovered against the explicit chain id,
 the recovered key against the authority the chain requires. Nothing is broadcast
 and nothing is written to the signer's state.
+
+SECURITY: the signed transaction never leaves :func:`dry_run`. A signed key change
+is valid on chain for up to an hour: printed on a terminal, pasted in a ticket or
+left in a scroll-back it could be broadcast by anyone who sees it. The report keeps
+the operation, the unsigned transaction, its digest and the verified signer key —
+everything an operator checks — and drops the signatures.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from signer.ports import BuiltTransaction
 __all__ = [
     "EVIDENCE_NOTE",
     "DryRunReport",
+    "Rehearsal",
     "dry_run",
     "pick_target",
     "read_account",
@@ -63,6 +70,30 @@ EVIDENCE_NOTE = ("the evidence rule is NOT applied: the dry run assumes the on-c
 
 
 @dataclass(frozen=True)
+class Rehearsal:
+    """The transaction a dry run built and verified, without its signatures (not broadcastable)."""
+
+    tx_id: str
+    digest: str  # hex sha256(chain_id || packed tx): what the key signed
+    operation: str  # "witness_update" or "witness_set_properties"
+    expiration: datetime
+    unsigned_tx: dict[str, Any]  # condenser JSON, "signatures" emptied
+
+    @classmethod
+    def of(cls, tx: BuiltTransaction, digest: str) -> Rehearsal:
+        """Everything of ``tx`` but its signatures."""
+        unsigned = {k: v for k, v in json.loads(json.dumps(tx.tx_json)).items()
+                    if k != "signatures"}
+        return cls(tx.tx_id, digest, tx.operation, tx.expiration, {**unsigned, "signatures": []})
+
+    @property
+    def operation_json(self) -> Any:
+        """The operation as ``[name, body]`` (condenser JSON)."""
+        ops = self.unsigned_tx.get("operations")
+        return ops[0] if isinstance(ops, list) and len(ops) == 1 else ops
+
+
+@dataclass(frozen=True)
 class DryRunReport:
     """What a dry run found and built; ``tx`` is None when the policy refuses."""
 
@@ -74,13 +105,13 @@ class DryRunReport:
     decision: str  # "switch", "disable" or "refuse"
     detail: str
     target_key: str | None
-    tx: BuiltTransaction | None = None
+    tx: Rehearsal | None = None  # SECURITY: never the signed transaction
     recovered_keys: tuple[str, ...] = ()
     authority: str = ""
     notes: tuple[str, ...] = field(default=(EVIDENCE_NOTE,))
 
     def as_json(self) -> dict[str, Any]:
-        """The report as a JSON-ready dict; ``broadcast`` is always false."""
+        """The report as a JSON-ready dict; ``broadcast`` is always false, no signature in it."""
         v = self.view
         return {"witness": self.witness, "chain": self.chain, "chain_id": self.chain_id,
                 "key_mode": self.key_mode, "broadcast": False,
@@ -91,7 +122,10 @@ class DryRunReport:
                 "operation": self.tx.operation if self.tx else None,
                 "tx_id": self.tx.tx_id if self.tx else None,
                 "expiration": self.tx.expiration.isoformat() if self.tx else None,
-                "tx": self.tx.tx_json if self.tx else None,
+                "operation_json": self.tx.operation_json if self.tx else None,
+                "unsigned_tx": self.tx.unsigned_tx if self.tx else None,
+                "digest": self.tx.digest if self.tx else None,
+                "signature_verified": self.tx is not None,
                 "recovered_signing_keys": list(self.recovered_keys),
                 "authority": self.authority, "notes": list(self.notes)}
 
@@ -127,7 +161,7 @@ def dry_run(config: SignerConfig, keystore: Keystore, *, history: History | None
     if target is None:
         return report
     tx = chain.build(reading, target)  # what the worker would broadcast, same call
-    tx_id, recovered = recover_signers(tx.tx_json, config.chain.chain_id)
+    tx_id, digest, recovered = recover_signers(tx.tx_json, config.chain.chain_id)
     if tx_id != tx.tx_id:
         raise ChainDataError(f"the JSON of tx {tx.tx_id} packs to another id, {tx_id}")
     account = (read_account(rpc, config.chain, config.policy.witness)
@@ -136,7 +170,8 @@ def dry_run(config: SignerConfig, keystore: Keystore, *, history: History | None
                                  account=account, node_keys=config.policy.node_keys)
     log.info("dry run built tx %s (%s -> %s), verified, not broadcast", tx.tx_id,
              view.signing_key, target)
-    return replace(report, tx=tx, recovered_keys=recovered, authority=authority)
+    return replace(report, tx=Rehearsal.of(tx, digest), recovered_keys=recovered,
+                   authority=authority)
 
 
 def pick_target(view: ChainView, history: History | None, policy: PolicyConfig, now: datetime,
@@ -163,8 +198,9 @@ def _describe(decision: Decision) -> tuple[str, str, str | None]:
     return "disable", "rotation exhausted: on_exhausted = 'disable' sets the null key", NULL_KEY
 
 
-def recover_signers(tx_json: Mapping[str, Any], chain_id: str) -> tuple[str, tuple[str, ...]]:
-    """(tx id, public keys that signed) of a transaction, from its JSON and ``chain_id``.
+def recover_signers(tx_json: Mapping[str, Any], chain_id: str
+                    ) -> tuple[str, str, tuple[str, ...]]:
+    """(tx id, hex signature digest, public keys that signed) of a transaction's JSON.
 
     The JSON is re-packed, so the keys are those a node would recover from what it receives.
 
@@ -177,12 +213,13 @@ def recover_signers(tx_json: Mapping[str, Any], chain_id: str) -> tuple[str, tup
         tx_id = str(tx.id)
         found = tx.verify([], chain=chain, recover_parameter=True)
         keys = tuple(str(PublicKey(k, prefix=ADDRESS_PREFIX)) for k in found)
+        digest = bytes(tx.digest).hex()  # verify() derived it: sha256(chain id || packed tx)
     except Exception as e:  # beem raises bare Exception/AssertionError/ValueError
         raise ChainDataError(f"the signed transaction does not verify: {type(e).__name__}"
                              ) from e
     if not keys:
         raise ChainDataError("the transaction carries no signature")
-    return tx_id, keys
+    return tx_id, digest, keys
 
 
 def verify_authority(tx: BuiltTransaction, recovered: Sequence[str], view: ChainView, *,
@@ -267,20 +304,25 @@ def read_account(rpc: JsonRpcClient, profile: ChainProfile, account: str) -> dic
 
 
 def render_text(report: DryRunReport) -> str:
-    """The human summary printed after the transaction's JSON."""
+    """The operation's JSON, then the human summary; never a signature."""
     v = report.view
-    lines = [f"DRY RUN for {report.witness} on {report.chain} (chain id {report.chain_id}): "
+    lines = [] if report.tx is None else [
+        json.dumps(report.tx.operation_json, indent=2, sort_keys=True)]
+    lines += [f"DRY RUN for {report.witness} on {report.chain} (chain id {report.chain_id}): "
              "nothing was broadcast",
              f"  chain:      head #{v.head_block_num}, key {v.signing_key}, total_missed "
              f"{v.total_missed}, {v.nodes_agreeing} node(s) agreeing",
              f"  decision:   {report.decision}: {report.detail}"]
     if report.tx is not None:
         tx = report.tx
-        lines += [f"  would send: {tx.operation} -> {report.target_key}",
+        lines += [f"  would send: {tx.operation} -> {report.target_key} (the JSON above)",
                   f"  tx id:      {tx.tx_id}, expires {tx.expiration:%Y-%m-%dT%H:%M:%S} "
                   "(chain time)",
-                  f"  signature:  verified against chain id {report.chain_id}, signed by "
-                  f"{', '.join(report.recovered_keys)}",
-                  f"  authority:  {report.authority}"]
+                  f"  digest:     {tx.digest} (sha256 of chain id and packed tx)",
+                  f"  signature:  signature verified against chain id {report.chain_id}, "
+                  f"signed by {', '.join(report.recovered_keys)}",
+                  f"  authority:  {report.authority}",
+                  "  signatures: not shown: a signed key change could be broadcast by anyone "
+                  "who sees it"]
     lines += [f"  note:       {n}" for n in report.notes]
     return "\n".join(lines)

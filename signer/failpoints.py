@@ -4,8 +4,8 @@ Off unless ``WITNESS_SIGNER_FAILPOINT`` names a point (read through
 :meth:`signer.config.SignerConfig.env_value`, handed down by :mod:`signer.app`).
 SIGKILL, not an exception: nothing runs after it — no ``finally``, no atexit, no
 flush — which is what a power cut or an OOM kill does to the signer (T7). The
-whole process group is killed: gunicorn's master would otherwise fork a new
-worker at once, which is a restart, not a crash.
+whole process group is killed, so that nothing the signer started (a helper process
+of a future server arrangement included) outlives the crash.
 """
 
 from __future__ import annotations

@@ -10,11 +10,13 @@ by the service, bound to the request's signature. No traceback, no HTML.
 from __future__ import annotations
 
 import logging
+from email.utils import format_datetime
 from urllib.parse import quote
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from shared.authhint import REASON_FIELD
 from shared.errors import (
     AuthError,
     ChainError,
@@ -23,6 +25,7 @@ from shared.errors import (
     RequestInvalidError,
 )
 from shared.httpsig import Headers, HttpMessage
+from signer.auth import RejectedRequestError
 from signer.lifecycle import RequestNotFoundError
 from signer.service import Answer, Authenticated, RouteForbiddenError, SignerService
 
@@ -115,6 +118,11 @@ def create_app(service: SignerService, max_body_bytes: int) -> Flask:
         auth = authenticate("deny")
         return respond(service.deny(auth.keyid, request_id, require_json(allow_empty=True)))
 
+    @app.post("/v1/operator/<kind>", provide_automatic_options=False)
+    def operator(kind: str) -> Response:
+        auth = authenticate("operator")
+        return respond(service.operator(auth, kind, require_json(allow_empty=True)))
+
     @app.after_request
     def harden(response: Response) -> Response:
         response.headers["X-Content-Type-Options"] = "nosniff"
@@ -125,9 +133,17 @@ def create_app(service: SignerService, max_body_bytes: int) -> Flask:
 
     @app.errorhandler(AuthError)
     def unauthorized(e: AuthError) -> Response:
-        log.warning("%s %r: unauthorized: %r", request.method, request.path, e)
+        log.warning("%s %r: unauthorized: %s", request.method, request.path, e)
         g.pop("auth", None)  # SECURITY: never sign an answer to an unverified request
-        return respond(Answer(401, {"error": "unauthorized"}))
+        if not isinstance(e, RejectedRequestError):
+            return respond(Answer(401, {"error": "unauthorized"}))
+        # SECURITY: the reason is one of shared.authhint's coarse codes, chosen without
+        # regard to whether the keyid exists; the keyid itself stays in the log. The
+        # Date is the signer's clock: with "stale" it lets the client compute the skew.
+        response = respond(Answer(401, {"error": "unauthorized",
+                                        REASON_FIELD: e.rejection.reason}))
+        response.headers["Date"] = format_datetime(e.rejection.at, usegmt=True)
+        return response
 
     @app.errorhandler(PolicyError)
     def refused(e: PolicyError) -> Response:

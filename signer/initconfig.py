@@ -99,7 +99,7 @@ veto_window_s = 120                  # veto: switch after this unless denied
 [keystore]
 path = "keys/chain.keystore"         # encrypted (Argon2id + SecretBox), mode 0600
 # The passphrase, first found wins: a systemd credential
-# (LoadCredential=signer-passphrase:/etc/witness-signer/passphrase), a 0600 file,
+# (LoadCredential=signer-passphrase:/etc/credstore/witness-signer.passphrase), a 0600 file,
 # or an environment variable (with a warning). On a terminal it is prompted for.
 passphrase_credential = "signer-passphrase"
 # passphrase_file = "keys/signer.passphrase"
@@ -111,6 +111,9 @@ passphrase_credential = "signer-passphrase"
 # environment variable twilio_auth_token_env or a 0600 twilio_auth_token_file.
 # [notify]
 # twilio_env_file = "twilio.env"
+# Under systemd, the token as a credential instead (deploy/witness-signer.service has
+# LoadCredential=twilio-token:/etc/credstore/witness-signer.twilio-token):
+# twilio_auth_token_file = "/run/credentials/witness-signer.service/twilio-token"
 """
 
 NODE_KEY_TOML = """\

@@ -17,6 +17,13 @@ Read top to bottom, this is the state machine (the SQL triggers in
         │                                           confirmed
         └──fail (crash before a decision; approved and broadcast can fail too)──▶ failed
 
+An operator's command (``kind`` ``arm``, ``switch``, ``disable``, ``enable``;
+a watcher's ask is ``failover``) is recorded ``received`` and at once
+``approved`` by that operator (:meth:`Lifecycle.operator_request`); the worker
+then decides and sends it like an approved failover. An ``arm`` broadcasts
+nothing: it goes ``approved ──arm──▶ confirmed`` with the new baseline
+(:meth:`Lifecycle.operator_armed`), the one use of that step.
+
 Every write of a request's state goes through :class:`Lifecycle`; the worker,
 the service and the ``witness-signer`` CLI ask it, none of them calls
 :meth:`Store.transition`. Each transition writes its audit line in the same
@@ -47,13 +54,15 @@ from signer.policy import (
 )
 from signer.records import Armed, Unresolved
 from signer.schema import FINAL_STATES, IllegalTransitionError
-from signer.store import RequestRecord, Store
+from signer.store import RequestRecord, Store, client_request_id
 
 __all__ = [
+    "MIN_PREFIX",
     "OPEN_STATES",
     "RULE_STATUS",
     "STATE_STATUS",
     "VETO_ACTOR",
+    "AmbiguousIdError",
     "IllegalTransitionError",
     "Lifecycle",
     "RequestNotFoundError",
@@ -76,10 +85,15 @@ STATE_STATUS: Mapping[str, int] = {
     "failed": 502, "expired": 409, "denied": 409, "refused": 409}
 RULE_STATUS: Mapping[str, int] = {"witness": 403, "forbidden": 403, "rate_limit": 429,
                                   "cooldown": 429}
+MIN_PREFIX = 6  # the shortest request id prefix an operator may type
 
 
 class RequestNotFoundError(FailoverError):
     """No request with that id is visible to the caller (404)."""
+
+
+class AmbiguousIdError(PolicyError):
+    """A request id prefix matches more than one request (409); the message lists them."""
 
 
 # --- statuses and rules: pure ------------------------------------------------------------
@@ -146,6 +160,27 @@ class Lifecycle:
             raise RequestNotFoundError(f"no request {request_id!r}")
         return record
 
+    def resolve(self, id_or_prefix: str) -> str:
+        """The full id of the request ``id_or_prefix`` names (a unique prefix of 6+ characters).
+
+        Raises:
+            RequestNotFoundError: no such request, or a prefix under 6 characters.
+            AmbiguousIdError: the prefix matches several requests (the message lists them).
+        """
+        if self.store.get(id_or_prefix) is not None:
+            return id_or_prefix
+        text = id_or_prefix.lower()
+        if len(text) < MIN_PREFIX:
+            raise RequestNotFoundError(f"no request {id_or_prefix!r} (a prefix needs at least "
+                                       f"{MIN_PREFIX} characters)")
+        found = self.store.ids_with_prefix(text)
+        if not found:
+            raise RequestNotFoundError(f"no request {id_or_prefix!r}")
+        if len(found) > 1:
+            raise AmbiguousIdError(f"{id_or_prefix!r} matches several requests: "
+                                   f"{', '.join(found)}; type more of the id")
+        return found[0]
+
     def open_request(self) -> RequestRecord | None:
         """The request in flight (pending, approved or broadcast), if any."""
         return self.store.open_request(OPEN_STATES)
@@ -202,6 +237,10 @@ class Lifecycle:
                              failing_key=ask.failing_key, target_key=ask.target_key,
                              observed_total_missed=ask.observed_total_missed,
                              reason=ask.reason, **audit)
+            client_id = client_request_id(idempotency_key)
+            log.info("request %s received from %s (its request_id %s): %s", record.id,
+                     client_keyid, client_id or "-", ask.reason,
+                     extra={"request_id": record.id, "client_request_id": client_id})
             self._wake()
         return record, created
 
@@ -236,6 +275,50 @@ class Lifecycle:
                         execute_at=plan.execute_at)
             self.store.audit("pending", "policy", record.id, mode=plan.mode, target_key=target)
         return plan
+
+    # ---- an operator's command: received -> approved, by the operator -------------------
+
+    def operator_request(self, *, kind: str, actor: str, idempotency_key: str, digest: str,
+                         witness: str, seen_key: str, target_key: str | None, force: bool,
+                         now: datetime, note: str = "") -> tuple[RequestRecord, bool]:
+        """Record an operator's command, approved by that operator; the worker executes it.
+
+        ``seen_key`` is the on-chain key when the command was given (stored as the
+        failing key: the worker refuses if the chain shows another one). Returns the
+        request (the one under ``idempotency_key`` and False if it is known).
+
+        Raises:
+            IdempotencyConflictError: the key is known with a different body.
+            PolicyError: no actor.
+        """
+        if not actor:
+            raise PolicyError("an operator command needs the identity of who gives it")
+        record, created = self.store.create_request(
+            client_keyid=actor, idempotency_key=idempotency_key, body_sha256=digest,
+            witness=witness, failing_key=seen_key, target_key=target_key, now=now, kind=kind,
+            force=force)
+        if not created:
+            return record, False
+        self.store.audit("operator_request", actor, record.id, kind=kind, seen_key=seen_key,
+                         target_key=target_key, force=force, note=note)
+        what = f"{kind}" + (f" -> {target_key}" if target_key else "")
+        self._moved(record.id, {"received"}, "approved", f"operator {actor}: {what}", now,
+                    decided_by=actor)
+        self.store.audit("approved", actor, record.id, kind=kind)
+        log.info("operator request %s (%s) by %s", record.id, what, actor)
+        return self.get(record.id), True
+
+    def operator_armed(self, record: RequestRecord, armed: Armed, now: datetime) -> bool:
+        """Settle an approved ``arm``: the new baseline and ``confirmed``, atomically."""
+        if record.kind != "arm" or not self.store.arm_by_operator(
+                record.id, armed=armed, now=now,
+                detail=f"armed on {armed.armed_key} at total_missed {armed.baseline_missed}"):
+            return False
+        self.store.audit("armed", record.decided_by or "operator", record.id,
+                         baseline_missed=armed.baseline_missed, armed_key=armed.armed_key,
+                         why="operator arm")
+        self._wake()
+        return True
 
     # ---- pending -> approved | denied | expired -----------------------------------------
 

@@ -21,12 +21,14 @@ from shared.errors import (
     PolicyError,
     RateLimitedError,
 )
+from signer.health import HealthSnapshot, NodeHealth
 
 KeyMode = Literal["active", "signing"]
 OnExhausted = Literal["disable", "hold"]
 ApprovalMode = Literal["auto", "manual", "veto"]
 ApprovalStatus = Literal["pending", "approved", "denied", "expired", "due"]
 Verdict = Literal["approve", "deny"]
+EvidenceKind = Literal["node_down", "node_unhealthy"]
 
 _ACCOUNT = re.compile(r"[a-z][a-z0-9.-]{2,15}")
 _REASON_MAX = 200
@@ -56,9 +58,16 @@ class PolicyConfig:
     approval: ApprovalMode
     approval_timeout: timedelta
     veto_window: timedelta
+    # Pre-emptive failover (issue 11): act on a watcher's node-health evidence when
+    # the signer's own probes agree; ``node_names`` name ``node_keys`` in order.
+    preemptive: bool = False
+    node_names: tuple[str, ...] = ()
+    # How long an operator's denial holds: no new request for the same failing key.
+    deny_hold: timedelta = timedelta(seconds=600)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "node_keys", tuple(self.node_keys))
+        object.__setattr__(self, "node_names", tuple(self.node_names))
         zero = timedelta(0)
         checks: list[tuple[bool, str, str]] = [
             (isinstance(self.witness, str) and bool(_ACCOUNT.fullmatch(self.witness)),
@@ -86,6 +95,10 @@ class PolicyConfig:
              "must be 'auto', 'manual' or 'veto'"),
             (self.approval_timeout > zero, "approval_timeout", "must be positive"),
             (self.veto_window > zero, "veto_window", "must be positive"),
+            (isinstance(self.preemptive, bool), "preemptive", "must be true or false"),
+            (not self.node_names or len(self.node_names) == len(self.node_keys), "node_names",
+             "must name every node key"),
+            (self.deny_hold >= zero, "deny_hold", "must not be negative"),
         ]
         for ok, name, message in checks:
             if not ok:
@@ -93,8 +106,32 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """A watcher's claim that a producer node is down or out of sync (issue 11).
+
+    Untrusted: the signer acts on it only when its own probes agree.
+    """
+
+    kind: EvidenceKind
+    node: str
+    node_key: str
+    since: int  # unix seconds of the watcher's first bad probe (its clock)
+    probes: int
+    detail: str
+
+    def as_json(self) -> dict[str, object]:
+        """The JSON form, as the request carried it."""
+        return {"kind": self.kind, "node": self.node, "node_key": self.node_key,
+                "since": self.since, "probes": self.probes, "detail": self.detail}
+
+
+@dataclass(frozen=True)
 class FailoverAsk:
-    """What the authenticated request asked for; untrusted beyond its origin."""
+    """What the authenticated request asked for; untrusted beyond its origin.
+
+    With ``evidence`` the request is *pre-emptive*: it asks for a switch before
+    misses show, on the grounds that the node holding the key is down.
+    """
 
     witness: str
     failing_key: str
@@ -102,6 +139,7 @@ class FailoverAsk:
     reason: str
     target_key: str | None = None
     dry_run: bool = False
+    evidence: Evidence | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +167,8 @@ class History:
     armed_key: str
     switch_times: tuple[datetime, ...] = ()
     rounds: int = 0
+    # When the operator (or a confirmed switch) last armed: a denial before it is history.
+    armed_at: datetime | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -138,6 +178,7 @@ class Switch:
     target_key: str
     new_rounds: int
     reason: str
+    preemptive: bool = False  # accepted on the signer's health probes, not on misses
 
 
 @dataclass(frozen=True)
@@ -168,9 +209,14 @@ Decision = Switch | Disable | Refuse
 
 
 def decide(ask: FailoverAsk, chain: ChainView, history: History, policy: PolicyConfig,
-           now: datetime, *, quorum: int = 1) -> Decision:
+           now: datetime, *, quorum: int = 1, health: HealthSnapshot | None = None
+           ) -> Decision:
     """Return what the signer does about ``ask``. Same inputs, same answer; no I/O.
 
+    ``health`` is the signer's own probe of the producer nodes, taken with the
+    chain reading (None: no node has a ``health_url``). A pre-emptive ask (with
+    evidence) that lacks ``min_missed`` new misses needs ``health`` to agree
+    (:func:`health_agrees`); on every switch, dead nodes are skipped (:func:`_rotate`).
     ``ask.dry_run`` does not change the answer: the caller simply does not execute it.
     """
     # SECURITY: T1 — a watcher key is only good for the witness this signer serves.
@@ -206,7 +252,14 @@ def decide(ask: FailoverAsk, chain: ChainView, history: History, policy: PolicyC
         return Refuse(f"total_missed {chain.total_missed} is below the armed baseline "
                       f"{history.baseline_missed}{mismatch}", 409, alert=True,
                       rule="chain_regressed")
-    if new_misses < policy.min_missed:
+    # Misses on chain are evidence enough, with or without the watcher's health claim;
+    # only an ask short of them rests on the signer's own probes (T9).
+    preemptive = ask.evidence is not None and new_misses < policy.min_missed
+    if preemptive:
+        refusal = health_agrees(ask, chain, policy, health)
+        if refusal is not None:
+            return refusal
+    elif new_misses < policy.min_missed:
         return Refuse(f"no evidence: {new_misses} new misses since armed < "
                       f"{policy.min_missed}{mismatch}", 409, rule="no_evidence")
     # SECURITY: T1 — the rate limit holds however often a watcher asks.
@@ -218,14 +271,70 @@ def decide(ask: FailoverAsk, chain: ChainView, history: History, policy: PolicyC
     if history.switch_times and now - max(history.switch_times) < policy.cooldown:
         return Refuse(f"cooling down: last switch at {max(history.switch_times).isoformat()}",
                       429, rule="cooldown")
-    return _rotate(ask, chain, history, policy, new_misses=new_misses, mismatch=mismatch)
+    if preemptive:
+        assert health is not None  # health_agrees refused otherwise
+        assert ask.evidence is not None
+        failing = health.of_key(chain.signing_key)
+        why = (f"pre-emptive: {ask.evidence.node} {failing.state if failing else '?'} from the "
+               f"signer's side too ({failing.detail if failing else ''}); "
+               f"{new_misses} new misses{mismatch}; watcher: {ask.reason[:_REASON_MAX]!r}")
+    else:
+        why = (f"{new_misses} new misses since armed on {chain.signing_key}{mismatch}; "
+               f"watcher: {ask.reason[:_REASON_MAX]!r}")
+    return _rotate(ask, chain, history, policy, why=why, health=health, preemptive=preemptive)
+
+
+def health_agrees(ask: FailoverAsk, chain: ChainView, policy: PolicyConfig,
+                  health: HealthSnapshot | None) -> Refuse | None:
+    """None when the signer's own probes confirm a pre-emptive ask's claim, else the refusal.
+
+    The node holding the on-chain key must be down or lagging from the signer's side
+    too; the target is checked healthy when it is chosen (:func:`_rotate`).
+    """
+    evidence = ask.evidence
+    assert evidence is not None
+    if not policy.preemptive:
+        return Refuse(f"pre-emptive switches are off ([policy] preemptive = false) and the "
+                      f"watcher's evidence ({evidence.kind} {evidence.node}) is no miss",
+                      409, rule="preemptive_off")
+    if policy.node_names:
+        owner = policy.node_names[policy.node_keys.index(chain.signing_key)]
+        if evidence.node != owner:
+            # SECURITY: T9 — the claim must be about the node that holds the key.
+            return Refuse(f"the evidence names node {evidence.node!r} but the on-chain key "
+                          f"belongs to {owner!r}", 409, alert=True, rule="health_disagrees")
+    failing = None if health is None else health.of_key(chain.signing_key)
+    if failing is None or failing.state == "unknown":
+        return Refuse(f"the watcher says {evidence.node} is {evidence.kind.removeprefix('node_')}"
+                      " but the signer cannot probe it (no health_url): it acts on misses only",
+                      409, alert=True, rule="health_disagrees")
+    # SECURITY: T9 — a stolen watcher claiming a healthy node is down is refused here.
+    if not failing.dead:
+        return Refuse(f"the watcher says {evidence.node} is "
+                      f"{evidence.kind.removeprefix('node_')} ({evidence.detail!r}, "
+                      f"{evidence.probes} probes) but the signer sees it healthy at head "
+                      f"{failing.head} (chain head {health.chain_head if health else '?'})",
+                      409, alert=True, rule="health_disagrees")
+    return None
+
+
+def _eligible(node: NodeHealth | None, preemptive: bool) -> bool:
+    """Whether a switch may go to this node: never a dead one; pre-emptive: healthy only."""
+    if node is None or node.state == "unknown":
+        return not preemptive
+    return node.state == "healthy"
 
 
 def _rotate(ask: FailoverAsk, chain: ChainView, history: History, policy: PolicyConfig,
-            *, new_misses: int, mismatch: str) -> Decision:
-    """Pick the target key; wrap-arounds past ``max_rounds`` exhaust the rotation."""
+            *, why: str, health: HealthSnapshot | None, preemptive: bool) -> Decision:
+    """Pick the target key, skipping nodes the signer sees dead; wrap-arounds past
+    ``max_rounds`` exhaust the rotation."""
     keys = policy.node_keys
     current = keys.index(chain.signing_key)
+
+    def node_of(key: str) -> NodeHealth | None:
+        return None if health is None else health.of_key(key)
+
     if ask.target_key is not None:
         # SECURITY: T1 — the watcher may choose among our keys, never add one.
         if ask.target_key not in keys:
@@ -233,19 +342,158 @@ def _rotate(ask: FailoverAsk, chain: ChainView, history: History, policy: Policy
                           alert=True, rule="bad_target")
         if ask.target_key == chain.signing_key:
             return Refuse("the target is the current key", 409, rule="bad_target")
+        node = node_of(ask.target_key)
+        # SECURITY: T9 — not even a named target moves the witness onto a dead node.
+        if not _eligible(node, preemptive):
+            seen = "has no health_url" if node is None or node.state == "unknown" else (
+                f"is {node.state} ({node.detail})")
+            return Refuse(f"target {ask.target_key} ({node.name if node else '?'}) {seen} from "
+                          "the signer's side", 409, alert=True, rule="target_unhealthy")
         target = keys.index(ask.target_key)
     else:
-        target = (current + 1) % len(keys)
+        order = [(current + step) % len(keys) for step in range(1, len(keys))]
+        chosen = [i for i in order if _eligible(node_of(keys[i]), preemptive)]
+        exhausted = bool(order) and order[0] < current and history.rounds >= policy.max_rounds
+        if order and not chosen and not exhausted:
+            # SECURITY: T9 — holding beats a switch onto a node the signer sees dead.
+            assert health is not None  # without health every candidate is eligible
+            return Refuse(f"no healthy node to switch to: {health.summary()}; holding: {why}",
+                          409, alert=True, rule="no_healthy_target")
+        # An exhausted rotation ends as configured (hold or disable) whatever the health.
+        target = chosen[0] if chosen else order[0] if exhausted else current
+        before = order[:order.index(target)] if target in order else []
+        passed = [n.name for n in map(node_of, (keys[i] for i in before))
+                  if n is not None and n.dead]
+        if passed:
+            why = f"{why}; skipped dead {', '.join(passed)}"
     wraps = target <= current
     new_rounds = history.rounds + 1 if wraps else history.rounds
-    why = (f"{new_misses} new misses since armed on {chain.signing_key}{mismatch}; "
-           f"watcher: {ask.reason[:_REASON_MAX]!r}")
     if target == current or new_rounds > policy.max_rounds:
         spent = f"rotation exhausted after {history.rounds} round(s) of {len(keys)} key(s)"
         if policy.on_exhausted == "disable":
             return Disable(f"{spent}; {why}")
         return Refuse(f"{spent}; holding: {why}", 409, alert=True, rule="exhausted")
-    return Switch(keys[target], new_rounds, why)
+    return Switch(keys[target], new_rounds, why, preemptive=preemptive)
+
+
+# ---- a denial holds --------------------------------------------------------------------
+
+
+def deny_hold_refusal(decision: Decision, denied_at: datetime | None, history: History,
+                      policy: PolicyConfig, now: datetime) -> Decision:
+    """``decision``, unless an operator denied this outage within ``policy.deny_hold``.
+
+    ``denied_at`` is when the last request for the same failing key was denied (None:
+    never). A denial before the signer was last armed was about another outage. A
+    refusal keeps its own rule; only a would-be switch or disable is held.
+    """
+    if isinstance(decision, Refuse) or denied_at is None or (
+            history.armed_at is not None and denied_at < history.armed_at):
+        return decision
+    until = denied_at + policy.deny_hold
+    if now < until:
+        return Refuse(f"an operator denied a switch for this outage at "
+                      f"{denied_at:%H:%M:%S}Z; held until {until:%H:%M:%S}Z", 409,
+                      rule="denied_recently")
+    return decision
+
+
+# ---- operator commands ---------------------------------------------------------------
+
+OperatorKind = Literal["arm", "switch", "disable", "enable"]
+OPERATOR_KINDS: tuple[OperatorKind, ...] = ("arm", "switch", "disable", "enable")
+
+
+@dataclass(frozen=True)
+class OperatorAsk:
+    """An operator's command: the key it saw on chain, and the node key it names (if any).
+
+    The operator is the evidence (no ``min_missed``); the key list, the rate limit
+    and (unless ``force``) the cooldown still hold.
+    """
+
+    kind: OperatorKind
+    seen_key: str
+    target_key: str | None = None
+    force: bool = False
+    asked_at: datetime | None = None  # None once broadcast: a retry is not a new command
+
+
+@dataclass(frozen=True)
+class Arm:
+    """Take the on-chain key and ``total_missed`` as the new baseline; rounds restart."""
+
+    reason: str
+
+
+def decide_operator(ask: OperatorAsk, chain: ChainView, history: History | None,
+                    policy: PolicyConfig, now: datetime, *, quorum: int = 1,
+                    busy_with: str | None = None) -> Switch | Disable | Arm | Refuse:
+    """Return what the signer does about an operator's command. Pure, like :func:`decide`.
+
+    ``busy_with`` names another open request (one change in flight at a time).
+    """
+    if busy_with is not None:
+        return Refuse(f"request {busy_with} is still open; approve, deny or wait for it",
+                      409, rule="busy")
+    # SECURITY: T4 — an operator's command is executed on evidence of the chain's state too.
+    if chain.nodes_agreeing < quorum:
+        return Refuse(f"only {chain.nodes_agreeing} node(s) agree, {quorum} required",
+                      409, rule="quorum")
+    if ask.asked_at is not None and now - ask.asked_at > policy.approval_timeout:
+        # e.g. recorded while the signer was down: a command is not executed hours later.
+        return Refuse(f"the command was given at {ask.asked_at:%H:%M:%S}Z, more than "
+                      f"{policy.approval_timeout} ago; give it again", 409, rule="stale_ask")
+    key = chain.signing_key
+    if key != ask.seen_key:
+        return Refuse(f"the on-chain key changed to {key} since the command was given "
+                      f"(it saw {ask.seen_key}); check and give it again", 409,
+                      rule="stale_ask")
+    keys = policy.node_keys
+    if ask.kind in ("disable", "enable") and policy.key_mode != "active":
+        return Refuse(f"{ask.kind} needs key_mode = 'active' (the null key is set with "
+                      "witness_update); this signer is in signing mode", 409, rule="key_mode")
+    if ask.kind == "enable":
+        if key != NULL_KEY:
+            return Refuse("the witness is not disabled; use switch", 409, rule="not_disabled")
+    elif key == NULL_KEY:
+        return Refuse("the witness is disabled (null key); use enable --to NODE", 409,
+                      rule="disabled")
+    # SECURITY: a key outside our list means someone else changed it: never overwrite it.
+    elif key not in keys:
+        return Refuse(f"on-chain key {key} is not a configured node key; someone else "
+                      "changed it", 409, alert=True, rule="foreign_key")
+    if ask.kind == "arm":
+        return Arm(f"operator armed on {key} at total_missed {chain.total_missed}")
+    if ask.kind in ("switch", "enable"):
+        # SECURITY: T1 — the operator chooses among our keys, never adds one; no --force.
+        if ask.target_key not in keys:
+            return Refuse(f"target {ask.target_key} is not a configured node key", 409,
+                          rule="bad_target")
+        if ask.target_key == key:
+            return Refuse("the target is already the on-chain key", 409,
+                          rule="already_current")
+    limited = _rate_limited(history, policy, now, force=ask.force)
+    if limited is not None:
+        return limited
+    if ask.kind == "disable":
+        return Disable(f"operator disabled the witness (was {key})")
+    assert ask.target_key is not None  # checked against the key list above
+    return Switch(ask.target_key, 0, f"operator {ask.kind} {key} -> {ask.target_key}")
+
+
+def _rate_limited(history: History | None, policy: PolicyConfig, now: datetime, *,
+                  force: bool) -> Refuse | None:
+    """The rate limit (always) and the cooldown (unless ``force``) for an operator's change."""
+    times = history.switch_times if history else ()
+    recent = sum(1 for t in times if t > now - policy.window)
+    if recent >= policy.max_switches:
+        return Refuse(f"{recent} switches in the last {policy.window}; at most "
+                      f"{policy.max_switches} (not overridable)", 429, rule="rate_limit")
+    if not force and times and now - max(times) < policy.cooldown:
+        return Refuse(f"cooling down: last switch at {max(times).isoformat()} "
+                      "(--force overrides the cooldown)", 429, rule="cooldown")
+    return None
 
 
 def arm(chain: ChainView, previous: History | None = None) -> History:

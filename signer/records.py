@@ -38,6 +38,8 @@ class RequestRecord:
     execute_at: datetime | None
     decided_by: str | None
     rule: str | None = None  # the policy rule of a refusal (signer.policy.Refuse.rule)
+    kind: str = "failover"  # or an operator command (signer.schema.KINDS)
+    force: int = 0  # 1: the operator overrides the cooldown (never the key list)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from shared.errors import FailoverError
 
 __all__ = [
     "FINAL_STATES",
+    "KINDS",
     "SCHEMA",
     "SCHEMA_VERSION",
     "STATES",
@@ -27,8 +28,11 @@ __all__ = [
 ]
 
 # Version 2 added ``requests.rule``: the policy rule that refused a request, typed,
-# so the HTTP status never has to be parsed back out of ``detail``.
-SCHEMA_VERSION = 2
+# so the HTTP status never has to be parsed back out of ``detail``. Version 3 added
+# ``requests.kind`` (``failover`` or an operator command: ``arm``, ``switch``,
+# ``disable``, ``enable``) and ``requests.force`` (an operator's cooldown override).
+SCHEMA_VERSION = 3
+KINDS = frozenset({"failover", "arm", "switch", "disable", "enable"})
 STATES = frozenset({"received", "pending", "approved", "broadcast", "confirmed", "failed",
                     "refused", "expired", "denied"})
 FINAL_STATES = frozenset({"confirmed", "failed", "refused", "expired", "denied"})
@@ -38,6 +42,8 @@ TRANSITIONS = frozenset({
     ("pending", "expired"), ("approved", "broadcast"), ("approved", "refused"),
     ("approved", "failed"), ("broadcast", "broadcast"), ("broadcast", "confirmed"),
     ("broadcast", "failed"),
+    # Only an operator's ``arm`` takes this step (nothing is broadcast); the lifecycle holds it.
+    ("approved", "confirmed"),
 })
 
 _STATE_LIST = ", ".join(f"'{s}'" for s in sorted(STATES))
@@ -67,7 +73,8 @@ CREATE TABLE IF NOT EXISTS requests (id TEXT PRIMARY KEY, client_keyid TEXT NOT 
   idempotency_key TEXT NOT NULL UNIQUE, body_sha256 TEXT NOT NULL, witness TEXT NOT NULL,
   failing_key TEXT NOT NULL, target_key TEXT, state TEXT NOT NULL CHECK (state IN ({_STATE_LIST})),
   detail TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-  approve_by TEXT, execute_at TEXT, decided_by TEXT, rule TEXT);
+  approve_by TEXT, execute_at TEXT, decided_by TEXT, rule TEXT,
+  kind TEXT NOT NULL DEFAULT 'failover', force INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS requests_state ON requests (state);
 {_FINAL_TRIGGER}
 CREATE TRIGGER IF NOT EXISTS requests_transition BEFORE UPDATE OF state ON requests
@@ -128,6 +135,15 @@ def migrate(conn: sqlite3.Connection, version: int) -> int:
         conn.execute(_FINAL_TRIGGER)
         conn.execute("UPDATE schema_version SET version = 2")
         version = 2
+    if version == 2:
+        # ADD COLUMN writes no row: the final-state trigger is not involved.
+        have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+        for column, ddl in (("kind", "kind TEXT NOT NULL DEFAULT 'failover'"),
+                            ("force", "force INTEGER NOT NULL DEFAULT 0")):
+            if column not in have:
+                conn.execute(f"ALTER TABLE requests ADD COLUMN {ddl}")
+        conn.execute("UPDATE schema_version SET version = 3")
+        version = 3
     return version
 
 

@@ -18,8 +18,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
+from shared.chains import NULL_KEY
 from shared.clock import Clock
-from shared.errors import ChainDataError, ChainError, ChainUnavailableError, RateLimitedError
+from shared.errors import (
+    ChainDataError,
+    ChainError,
+    ChainUnavailableError,
+    PolicyError,
+    RateLimitedError,
+)
 from shared.httpsig import Ed25519Signer, Headers, HttpMessage, HttpResponse, sign_response
 from shared.notify import Notifier
 from signer.auth import Authenticated, Authenticator, Client, RouteForbiddenError, Window
@@ -28,10 +35,13 @@ from signer.executor import Executor, FreshAsk, Outcome, notify_safely
 from signer.lifecycle import OPEN_STATES, Lifecycle, RequestNotFoundError, http_status, is_final
 from signer.messages import (
     FailoverRequest,
+    OperatorCommand,
     describe_request,
     dry_run_answer,
     parse_failover,
+    parse_operator,
     parse_verdict,
+    pending_summary,
 )
 from signer.policy import Refuse, decide
 from signer.store import IdempotencyConflictError, RequestRecord
@@ -136,6 +146,11 @@ class SignerService:
         """
         return self._auth.authenticate(msg, route)
 
+    @property
+    def auth_failures(self) -> int:
+        """Requests refused as not authentic since the start (for the metrics)."""
+        return self._auth.failures_total
+
     def render(self, auth: Authenticated | None, answer: Answer) -> HttpResponse:
         """Serialise ``answer``; sign it bound to the request's signature when authenticated."""
         body = json.dumps(answer.body, sort_keys=True, separators=(",", ":")).encode()
@@ -209,15 +224,20 @@ class SignerService:
     def _dry_run(self, auth: Authenticated, ask: FailoverRequest) -> Answer:
         """What a real request would get now; nothing is stored but an audit line."""
         now = self._clock.now()
-        view = self.executor.chain.read_view()
-        decision = decide(ask.ask, view, self.executor.history(now), self.config.policy, now,
-                          quorum=self.config.quorum)
+        reading, health = self.executor.read_with_health(preemptive=ask.ask.evidence is not None)
+        decision = decide(ask.ask, reading.view, self.executor.history(now), self.config.policy,
+                          now, quorum=self.config.quorum, health=health)
         status, body = dry_run_answer(decision, ask.ask, self.config.policy.approval)
         if isinstance(decision, Refuse) and decision.alert:
             notify_safely(self._notifier, "request_refused",
                           f"{self.config.policy.witness}: dry run refused: {decision.reason}")
+        if health is not None:
+            body["health"] = health.as_json()
+        if ask.ask.evidence is not None:
+            body["preemptive"] = True
+        seen = {} if health is None else {"health": body["health"]}
         self.store.audit("dry_run", auth.keyid, None, decision=body["decision"],
-                         target_key=body["target_key"], nonce=auth.request.nonce)
+                         target_key=body["target_key"], nonce=auth.request.nonce, **seen)
         return Answer(status, body)
 
     # ---- reads -----------------------------------------------------------------------
@@ -236,6 +256,11 @@ class SignerService:
             "open_requests": [describe_request(self.store, r) for state in OPEN_STATES
                               for r in self.lifecycle.in_state(state)
                               if auth.role == "operator" or r.client_keyid == auth.keyid]}
+        if auth.role == "operator":
+            names = self.node_names()
+            body["nodes"] = {k.name: k.public_key for k in self.config.node_keys}
+            body["pending"] = [pending_summary(self.store, r, names, armed)
+                               for r in self.lifecycle.in_state("pending")]
         try:
             view = self.executor.chain.read_view()
         except ChainError as e:
@@ -246,6 +271,9 @@ class SignerService:
                          "nodes_agreeing": view.nodes_agreeing}
         if armed is not None:
             body["new_misses"] = view.total_missed - armed.baseline_missed
+        if self.executor.prober is not None:
+            body["preemptive"] = policy.preemptive
+            body["health"] = self.executor.prober.snapshot(view.head_block_num).as_json()
         return Answer(200, body)
 
     def get_request(self, auth: Authenticated, request_id: str) -> Answer:
@@ -254,6 +282,8 @@ class SignerService:
         Raises:
             RequestNotFoundError: unknown id, or another client's request for a watcher.
         """
+        if auth.role == "operator":  # an operator may type a unique prefix
+            request_id = self.lifecycle.resolve(request_id)
         record = self.store.get(request_id)
         # SECURITY: a watcher learns nothing about requests it did not send.
         if record is None or (auth.role != "operator" and record.client_keyid != auth.keyid):
@@ -269,8 +299,8 @@ class SignerService:
             RequestNotFoundError, ForbiddenError, PolicyError, RequestInvalidError.
         """
         note = parse_verdict(body)
-        record = self.lifecycle.verdict(request_id, actor, self._clock.now(),
-                                        verdict="approve", note=note)
+        record = self.lifecycle.verdict(self.lifecycle.resolve(request_id), actor,
+                                        self._clock.now(), verdict="approve", note=note)
         self._worker.wake()
         return Answer(200, describe_request(self.store, record))
 
@@ -281,6 +311,59 @@ class SignerService:
             RequestNotFoundError, PolicyError, RequestInvalidError.
         """
         note = parse_verdict(body)
-        record = self.lifecycle.verdict(request_id, actor, self._clock.now(),
-                                        verdict="deny", note=note)
+        record = self.lifecycle.verdict(self.lifecycle.resolve(request_id), actor,
+                                        self._clock.now(), verdict="deny", note=note)
         return Answer(200, describe_request(self.store, record))
+
+    # ---- operator commands: recorded approved, executed by the worker ------------------
+
+    def node_names(self) -> dict[str, str]:
+        """The configured node name of each node key."""
+        return {k.public_key: k.name for k in self.config.node_keys}
+
+    def operator(self, auth: Authenticated, kind: str, body: bytes) -> Answer:
+        """Record an operator's ``arm``/``switch``/``disable``/``enable``; the worker executes it.
+
+        Answers as soon as the request is final or after the answer budget (202/200;
+        the client follows up with ``GET /v1/requests/<id>``).
+
+        Raises:
+            RequestInvalidError: unknown verb (404) or a bad body (422).
+            PolicyError: an unknown node name, or another request is open (409).
+            ChainUnavailableError: the signer is not ready or the chain is unreadable (503).
+        """
+        command = parse_operator(kind, body)
+        target = operator_target(command, self.config)
+        if not self.executor.ready:
+            raise ChainUnavailableError("the signer has not checked the chain yet")
+        key = f"op:{auth.keyid}:{auth.request.nonce}"
+        busy = self.lifecycle.open_request()
+        if busy is not None:
+            raise PolicyError(f"[busy] request {busy.id} is {busy.state}; approve, deny or "
+                              "wait for it first")
+        view = self.executor.chain.read_view()
+        record, _ = self.lifecycle.operator_request(
+            kind=command.kind, actor=auth.keyid, idempotency_key=key, digest=command.digest,
+            witness=self.config.policy.witness, seen_key=view.signing_key, target_key=target,
+            force=command.force, now=self._clock.now(), note=command.note)
+        self._worker.wake()
+        record = self.lifecycle.wait(record.id, is_final,
+                                     self.options.answer_budget.total_seconds())
+        return self._failover_answer(record)
+
+
+def operator_target(command: OperatorCommand, config: SignerConfig) -> str | None:
+    """The node key ``command`` names (None for ``arm``; the null key for ``disable``).
+
+    Raises:
+        PolicyError: no configured node has that name (409; the message lists the names).
+    """
+    if command.kind == "disable":
+        return NULL_KEY
+    if command.to is None:
+        return None
+    key = next((k.public_key for k in config.node_keys if k.name == command.to), None)
+    if key is None:
+        names = ", ".join(k.name for k in config.node_keys)
+        raise PolicyError(f"[unknown_node] no node named {command.to!r}; configured: {names}")
+    return key

@@ -21,6 +21,7 @@ import contextlib
 import io
 import ipaddress
 import logging
+import os
 import signal
 import sys
 from collections import Counter
@@ -36,10 +37,11 @@ from gevent.pool import Pool
 from gevent.pywsgi import Input, LoggingLogAdapter, WSGIHandler, WSGIServer
 from gevent.threadpool import ThreadPool
 
-from shared.errors import FailoverError
+from shared.errors import ConfigError, FailoverError
 from signer.app import build_service
 from signer.config import SignerConfig
 from signer.http import create_app
+from signer.service import SignerService
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ class ServeOptions:
     max_connections: int = 512
     max_connections_per_source: int = 32
     backlog: int = 1024
+    port_setting: str = "signer.port"  # named when the port cannot be bound
 
     @property
     def scheme(self) -> str:
@@ -262,6 +265,13 @@ class _Server(WSGIServer):  # type: ignore[misc]  # gevent is untyped
         return None
 
 
+def _reason(error: OSError) -> str:
+    """``Address already in use`` as ``address already in use``: the tail of one sentence."""
+    # gevent appends the address to strerror; the errno's own text is the plain reason.
+    text = os.strerror(error.errno) if error.errno else str(error.strerror or error)
+    return text[:1].lower() + text[1:]
+
+
 def _tls_context(options: ServeOptions) -> gssl.SSLContext | None:
     if options.certfile is None or options.keyfile is None:
         return None
@@ -280,13 +290,22 @@ def serve(options: ServeOptions, boot: Boot, *, announce: Callable[[str], None],
     :class:`FailoverError`, its message goes to stderr and the status is
     ``error_code(e)``.
     """
+    try:
+        tls = _tls_context(options)
+    except (OSError, gssl.SSLError) as e:
+        print(f"witness-signer: cannot load the TLS certificate or key (signer.tls_cert, "
+              f"signer.tls_key): {_reason(e)}", file=sys.stderr, flush=True)
+        return BOOT_FAILED
     pool = ThreadPool(options.threads)
     try:
-        server = _Server(options, pool, _tls_context(options))
+        server = _Server(options, pool, tls)
         server.init_socket()
     except OSError as e:
-        print(f"witness-signer: cannot listen on {options.host}:{options.port}: "
-              f"{e.strerror or e}", file=sys.stderr, flush=True)
+        pool.kill()
+        # One line naming the setting, e.g. "... 127.0.0.1:8443 (signer.port): address
+        # already in use"; no traceback.
+        print(f"witness-signer: cannot listen on {options.host}:{options.port} "
+              f"({options.port_setting}): {_reason(e)}", file=sys.stderr, flush=True)
         return BOOT_FAILED
     try:
         try:
@@ -316,6 +335,27 @@ def serve(options: ServeOptions, boot: Boot, *, announce: Callable[[str], None],
     return 0
 
 
+def _start_metrics(config: SignerConfig, service: SignerService) -> Callable[[], None]:
+    """Serve the signer's metrics on their own loopback listener; return its closer.
+
+    Raises:
+        ConfigError: the metrics port cannot be bound (names the setting).
+    """
+    from shared.metrics import MetricsServer  # noqa: PLC0415 - only when [metrics] is set
+    from signer.metrics import registry_for  # noqa: PLC0415
+
+    assert config.metrics_port is not None
+    try:
+        server = MetricsServer(registry_for(service), config.metrics_host,
+                               config.metrics_port).start()
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {config.metrics_host}:{config.metrics_port}: "
+                          f"{e.strerror or e}", path=str(config.path),
+                          field="metrics.port") from e
+    log.info("metrics on http://%s:%d/metrics", config.metrics_host, server.port)
+    return server.close
+
+
 def serve_signer(config: SignerConfig, *, error_code: ErrorCode) -> int:
     """Serve the signer of ``config``: build and start the service, then expose it.
 
@@ -331,13 +371,21 @@ def serve_signer(config: SignerConfig, *, error_code: ErrorCode) -> int:
 
     def boot() -> tuple[WSGIApp, Callable[[], None]]:
         service = build_service(config)
+        closers: list[Callable[[], None]] = [service.close]
+
+        def shutdown() -> None:
+            for close in reversed(closers):
+                close()
+
         try:
             service.start()  # chain id check, arm on first start, reconcile, executor thread
             app: WSGIApp = create_app(service, config.max_body_bytes)
+            if config.metrics_port is not None:
+                closers.append(_start_metrics(config, service))
         except BaseException:
-            service.close()
+            shutdown()
             raise
-        return app, service.close
+        return app, shutdown
 
     def announce(url: str) -> None:
         policy = config.policy

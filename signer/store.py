@@ -5,7 +5,7 @@ key ids, nonces, body hashes, transaction ids and block numbers. :meth:`Store.au
 refuses data that looks like a private key or names a secret (:mod:`signer.audit`).
 The tables, the state machine and the store's errors are in :mod:`signer.schema`.
 
-One connection serialised by a lock serves all threads (gunicorn runs one
+One connection serialised by a lock serves all threads (the signer is one
 process with threads); every write is one ``BEGIN IMMEDIATE`` transaction, so
 the signer CLI can work on the same file from another process.
 """
@@ -38,6 +38,7 @@ from signer.records import (
 )
 from signer.schema import (
     FINAL_STATES,
+    KINDS,
     SCHEMA,
     SCHEMA_VERSION,
     STATES,
@@ -198,8 +199,12 @@ class Store:
 
     def create_request(self, *, client_keyid: str, idempotency_key: str, body_sha256: str,
                        witness: str, failing_key: str, target_key: str | None,
-                       now: datetime) -> tuple[RequestRecord, bool]:
+                       now: datetime, kind: str = "failover",
+                       force: bool = False) -> tuple[RequestRecord, bool]:
         """Insert a request in state ``received``; or return the one with that key and False.
+
+        ``kind`` is ``failover`` (a watcher's ask) or an operator command
+        (:data:`signer.schema.KINDS`); ``force`` lets an operator's switch skip the cooldown.
 
         Raises:
             IdempotencyConflictError: the key is known with a different body.
@@ -211,12 +216,14 @@ class Store:
                 if row["body_sha256"] != body_sha256:
                     raise IdempotencyConflictError("request id reused with a different body")
                 return from_row(RequestRecord, row), False
+            if kind not in KINDS:
+                raise StoreError(f"not a request kind: {kind!r}")
             request_id = uuid.uuid4().hex
             conn.execute("INSERT INTO requests (id, client_keyid, idempotency_key, body_sha256, "
-                         "witness, failing_key, target_key, state, created_at, updated_at) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?, 'received', ?, ?)",
+                         "witness, failing_key, target_key, state, created_at, updated_at, "
+                         "kind, force) VALUES (?, ?, ?, ?, ?, ?, ?, 'received', ?, ?, ?, ?)",
                          (request_id, client_keyid, idempotency_key, body_sha256, witness,
-                          failing_key, target_key, ts(now), ts(now)))
+                          failing_key, target_key, ts(now), ts(now), kind, int(force)))
         record = self.get(request_id)
         assert record is not None
         return record, True
@@ -224,6 +231,20 @@ class Store:
     def get(self, request_id: str) -> RequestRecord | None:
         """Return the request ``request_id``, or None."""
         return next(iter(self._requests("id = ?", request_id)), None)
+
+    def ids_with_prefix(self, prefix: str, limit: int = 10) -> list[str]:
+        """Return up to ``limit`` request ids starting with ``prefix`` (hex), oldest first."""
+        if not prefix or any(c not in "0123456789abcdef" for c in prefix):
+            return []
+        rows = self._rows("SELECT id FROM requests WHERE substr(id, 1, ?) = ? "
+                          "ORDER BY created_at, id LIMIT ?", (len(prefix), prefix, limit))
+        return [str(r["id"]) for r in rows]
+
+    def last_denial(self, failing_key: str, since: datetime) -> RequestRecord | None:
+        """Return the latest failover request for ``failing_key`` denied at or after ``since``."""
+        rows = self._requests("kind = 'failover' AND state = 'denied' AND failing_key = ? "
+                              "AND updated_at >= ?", failing_key, ts(since))
+        return max(rows, key=lambda r: r.updated_at, default=None)
 
     def find_by_idempotency_key(self, idempotency_key: str) -> RequestRecord | None:
         """Return the request stored under ``idempotency_key``, or None."""
@@ -333,6 +354,21 @@ class Store:
             self._write_armed(conn, armed)
             return True
 
+    def arm_by_operator(self, request_id: str, *, armed: Armed, now: datetime,
+                        detail: str) -> bool:
+        """Atomically mark an approved ``arm`` request confirmed and write the new baseline.
+
+        Returns False (and writes nothing) if the request was not an approved ``arm``.
+        """
+        with self._tx() as conn:
+            cursor = conn.execute("UPDATE requests SET state = 'confirmed', detail = ?, "
+                                  "updated_at = ? WHERE id = ? AND state = 'approved' "
+                                  "AND kind = 'arm'", (detail, ts(now), request_id))
+            if cursor.rowcount != 1:
+                return False
+            self._write_armed(conn, armed)
+            return True
+
     def switches(self, since: datetime | None = None) -> list[SwitchRecord]:
         """Return confirmed switches at or after ``since`` (all if None), oldest first."""
         rows = self._rows("SELECT * FROM switches WHERE at >= ? ORDER BY at, id",
@@ -361,7 +397,8 @@ class Store:
         if armed is None:
             return None
         times = tuple(s.at for s in self.switches(since))
-        return History(armed.baseline_missed, armed.armed_key, times, armed.rounds)
+        return History(armed.baseline_missed, armed.armed_key, times, armed.rounds,
+                       armed.armed_at)
 
     def audit(self, event: str, actor: str, request_id: str | None = None,
               **data: object) -> int:
@@ -370,6 +407,13 @@ class Store:
         Raises:
             StoreError: ``data`` is not JSON-serialisable or looks like a secret.
         """
+        if request_id is not None and "client_request_id" not in data:
+            # One failover, one id end to end: every audit line of a request carries the
+            # id its client (the watcher) gave it, next to the signer's own.
+            record = self.get(request_id)
+            client_id = None if record is None else client_request_id(record.idempotency_key)
+            if client_id is not None:
+                data = {**data, "client_request_id": client_id}
         payload = audit_payload(event, data)
         with self._lock:
             at = ts(self._clock())
@@ -384,10 +428,22 @@ class Store:
                                 "request_id": request_id, "data": data})
             return row_id
 
+    def request_audit(self, request_id: str, event: str) -> list[dict[str, Any]]:
+        """The audit records of one request with ``event``, oldest first."""
+        rows = self._rows("SELECT * FROM audit WHERE request_id = ? AND event = ? ORDER BY id",
+                          (request_id, event))
+        return [{**dict(r), "data": json.loads(r["data"])} for r in rows]
+
     def iter_audit(self, after_id: int = 0) -> Iterator[dict[str, Any]]:
         """Yield audit records (from SQLite, the authoritative copy) in order."""
         for r in self._rows("SELECT * FROM audit WHERE id > ? ORDER BY id", (after_id,)):
             yield {**dict(r), "data": json.loads(r["data"])}
+
+
+def client_request_id(idempotency_key: str) -> str | None:
+    """The client's own ``request_id`` inside an idempotency key (``rid:<keyid>:<id>``)."""
+    kind, _, rest = idempotency_key.partition(":")
+    return rest.partition(":")[2] or None if kind == "rid" else None
 
 
 class SqliteNonceStore:

@@ -16,7 +16,10 @@ from typing import Final
 from shared.clock import Clock
 from shared.errors import ConfigError
 from shared.httpsig import load_private_key, load_public_key
+from shared.logtext import KeyLabels
 from shared.notify import (
+    FanOutNotifier,
+    LabelledNotifier,
     LogNotifier,
     NonBlockingNotifier,
     Notifier,
@@ -26,10 +29,12 @@ from shared.rpc import HeadTracker, JsonRpcClient
 from shared.sms import TwilioNotifier
 from watcher.config import WatcherConfig
 from watcher.daemon import Settings, Watcher
+from watcher.health import HealthSettings
 from watcher.metrics import Metrics, MetricsServer
+from watcher.probe import HealthMonitor, ProbedNode, Prober
 from watcher.reader import RpcChainReader
 from watcher.signer_client import SignerClient
-from watcher.state import StateStore
+from watcher.state import ReadOnlyStateStore, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -73,28 +78,50 @@ def build_sms(config: WatcherConfig) -> TwilioNotifier:
 
 
 def build_notifier(config: WatcherConfig, clock: Clock) -> tuple[Notifier, Callable[[], None]]:
-    """RateLimited(NonBlocking(Twilio)) when [twilio] is configured, else the log; and a closer.
+    """RateLimited(FanOut(NonBlocking(Twilio), NonBlocking(apprise))) over the configured
+    channels, else the log; and a closer.
 
     Raises:
-        ConfigError: Twilio is configured but its token is missing or unsafe.
+        ConfigError: a channel is configured but its token or URLs are missing or unsafe.
     """
-    if config.twilio is None:
-        log.warning("no [twilio] section: alerts go to the log only")
-        return LogNotifier(), lambda: None
-    sms = build_sms(config)
-    queued = NonBlockingNotifier(sms)
+    channels: list[NonBlockingNotifier] = []
+    closers: list[Callable[[], object]] = []
+    if config.twilio is not None:
+        sms = build_sms(config)
+        channels.append(NonBlockingNotifier(sms))
+        closers.append(sms.close)
+    if config.apprise_configured:
+        from shared.channels import AppriseNotifier  # noqa: PLC0415 - apprise only if configured
+
+        if config.apprise_urls_file is None:
+            log.warning("apprise URLs come from the environment (%s); prefer "
+                        "alerts.apprise_urls_file (mode 0600)", config.apprise_urls_env)
+        apprise = AppriseNotifier(config.apprise_urls())
+        log.info("alert channels: %s", ", ".join(apprise.names))
+        channels.append(NonBlockingNotifier(apprise))
+    labels = key_labels(config)
+    if not channels:
+        log.warning("no [twilio] section and no apprise URLs: alerts go to the log only")
+        return LabelledNotifier(LogNotifier(), labels.annotate), lambda: None
+    fan_out = LabelledNotifier(FanOutNotifier(channels), labels.annotate)
     hourly = config.alert_max_per_hour
     router = AlertRouter(
-        RateLimitedNotifier(queued, per_event_min_interval=timedelta(0), max_per_hour=hourly,
+        RateLimitedNotifier(fan_out, per_event_min_interval=timedelta(0), max_per_hour=hourly,
                             clock=clock),
-        RateLimitedNotifier(queued, per_event_min_interval=config.alert_min_interval,
+        RateLimitedNotifier(fan_out, per_event_min_interval=config.alert_min_interval,
                             max_per_hour=hourly, clock=clock))
 
     def close() -> None:
-        queued.close()
-        sms.close()
+        for channel in channels:
+            channel.close()
+        _close_all(closers)
 
     return router, close
+
+
+def key_labels(config: WatcherConfig) -> KeyLabels:
+    """Node names for keys, from the config's ``[[nodes]]``."""
+    return KeyLabels((n.public_key, n.name) for n in config.node_keys)
 
 
 def build_reader(config: WatcherConfig) -> RpcChainReader:
@@ -103,6 +130,19 @@ def build_reader(config: WatcherConfig) -> RpcChainReader:
     tracker = HeadTracker(timedelta(seconds=config.timing.stale_after_s))
     return RpcChainReader(rpc, config.account, quorum=config.policy.quorum, tracker=tracker,
                           block_interval_s=config.timing.block_interval_s)
+
+
+def build_health(config: WatcherConfig, clock: Clock) -> HealthMonitor | None:
+    """The producer-node prober (not started), or None when no node has a ``health_url``."""
+    health = config.health
+    if health is None:
+        return None
+    nodes = tuple(ProbedNode(n.name, n.public_key, n.health_url) for n in config.node_keys
+                  if n.health_url is not None)
+    prober = Prober(timeout_s=health.timeout_s, source_address=health.source_address)
+    return HealthMonitor(nodes, prober, HealthSettings(max_lag_blocks=health.max_lag_blocks,
+                                                       bad_probes=health.bad_probes),
+                         interval_s=health.probe_interval_s, clock=clock)
 
 
 def build_signer_client(config: WatcherConfig, clock: Clock,
@@ -116,7 +156,8 @@ def build_signer_client(config: WatcherConfig, clock: Clock,
         config.signer_url, load_private_key(config.key_path), config.signer_keyid,
         load_public_key(config.signer_public_key_path), clock=clock, sleep=sleep,
         timeout_s=config.signer_timeout_s, attempts=config.signer_attempts,
-        backoff_s=config.signer_backoff_s, max_skew=config.max_skew)
+        backoff_s=config.signer_backoff_s, max_skew=config.max_skew,
+        ca_file=config.signer_ca_file)
 
 
 def settings_of(config: WatcherConfig, *, dry_run: bool = False) -> Settings:
@@ -158,7 +199,9 @@ def build_watcher(config: WatcherConfig, *, clock: Clock, sleep: Callable[[float
         OSError: the metrics port cannot be bound.
     """
     closers: list[Callable[[], object]] = []
-    store = StateStore(config.state_dir)
+    settings = settings_of(config, dry_run=dry_run)
+    # A dry run reads the saved state but never creates, locks or writes it.
+    store = (ReadOnlyStateStore if settings.dry_run else StateStore)(config.state_dir)
     store.lock()
     closers.append(store.unlock)
     try:
@@ -170,13 +213,23 @@ def build_watcher(config: WatcherConfig, *, clock: Clock, sleep: Callable[[float
         reader = build_reader(config)
         closers.append(reader.close)
         metrics = Metrics()
+        health = build_health(config, clock)
+        if health is not None:
+            closers.append(health.close)
         if metrics_server and config.metrics_host is not None and config.metrics_port is not None:
             server = MetricsServer(metrics, config.metrics_host, config.metrics_port).start()
             closers.append(server.close)
             log.info("metrics on http://%s:%d/metrics", config.metrics_host, server.port)
-        watcher = Watcher(settings_of(config, dry_run=dry_run), reader, signer,
+        watcher = Watcher(settings, reader, signer,
                           notifier=notifier, clock=clock, sleep=sleep, store=store,
-                          metrics=metrics)
+                          metrics=metrics, key_labels=key_labels(config),
+                          health=health)
+        if health is not None:
+            health.on_change = watcher.wake
+            health.start()
+            log.info("probing %d producer node(s) every %.2f s%s", len(health.nodes),
+                     health.interval_s, "; pre-emptive failover on"
+                     if config.policy.preemptive else "; pre-emptive failover off")
     except BaseException:
         _close_all(closers)
         raise

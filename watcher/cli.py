@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -23,6 +24,8 @@ from typing import Any
 from shared.clock import SystemClock
 from shared.errors import ConfigError, FailoverError
 from shared.httpsig import generate_keypair
+from shared.logsetup import LOG_FORMATS, configure_logging
+from shared.version import version_text
 from watcher import report
 from watcher.app import build_watcher
 from watcher.config import (
@@ -38,6 +41,7 @@ from watcher.state import StateError
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_STATE = 0, 1, 2, 3
+DEFAULT_CONFIG = Path("/etc/witness-watcher/watcher.toml")  # deploy/witness-watcher.service
 
 _DESCRIPTION = """\
 Watches a Hive/Steem witness for missed blocks on several RPC nodes and asks the
@@ -58,7 +62,8 @@ environment (overrides for containers; the config file names everything else):
 exit codes: 0 ok, 1 check failed or runtime error, 2 usage/config error,
 3 state directory locked or unusable
 """
-_CONFIG_HELP = "path to watcher.toml (relative paths inside are relative to it)"
+_CONFIG_HELP = (f"path to watcher.toml (default {DEFAULT_CONFIG}; relative paths inside are "
+                "relative to it)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,15 +71,18 @@ def _parser() -> argparse.ArgumentParser:
                                 epilog=_EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    p.add_argument("--version", action="version", version=version_text("witness-watcher"))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="watch the witness and fail over (the daemon)",
                          description="Poll the RPC nodes around the witness's slots, alert, "
                          "and ask the signer for a failover when the threshold is met. "
                          "Stops on SIGTERM/SIGINT; state survives restarts.")
-    run.add_argument("--config", type=Path, required=True, help=_CONFIG_HELP)
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=_CONFIG_HELP)
     run.add_argument("--once", action="store_true",
                      help="one poll and decision (and the request it leads to), then exit")
+    run.add_argument("--log-format", choices=LOG_FORMATS, default="text",
+                     help="text lines (default) or JSON lines (one object per line)")
     run.add_argument("--dry-run", action="store_true",
                      help="ask the signer with dry_run=true: it says what it would do, "
                      "changes nothing")
@@ -83,15 +91,16 @@ def _parser() -> argparse.ArgumentParser:
                         description="Show the witness, which configured node's key is active, "
                         "misses since armed, last produced block, next slot ETA, and whether "
                         "the signer answers a signed request. Changes nothing.")
-    st.add_argument("--config", type=Path, required=True, help=_CONFIG_HELP)
+    st.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=_CONFIG_HELP)
     st.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     ck = sub.add_parser("check", help="check config, RPC nodes, signer, Twilio",
                         description="Check the config and key files, every RPC node, a signed "
                         "round trip to the signer (GET /v1/status, no switch) and that Twilio "
                         "credentials are present. Sends an SMS only with --send-test.")
-    ck.add_argument("--config", type=Path, required=True, help=_CONFIG_HELP)
-    ck.add_argument("--send-test", action="store_true", help="also send a test SMS")
+    ck.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=_CONFIG_HELP)
+    ck.add_argument("--send-test", action="store_true",
+                    help="also send a test SMS and a test message to each apprise channel")
 
     init = sub.add_parser("init", help="write a commented watcher.toml for a real chain",
                           description="Write DIR/watcher.toml for a real chain: public API "
@@ -127,7 +136,16 @@ def cmd_run(config: WatcherConfig, args: argparse.Namespace) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop)
-    running = build_watcher(config, clock=SystemClock(), sleep=stop.wait, dry_run=args.dry_run)
+    try:
+        running = build_watcher(config, clock=SystemClock(), sleep=stop.wait,
+                                dry_run=args.dry_run)
+    except OSError as e:  # the metrics port (the only socket bound at build time)
+        if config.metrics_port is None:
+            raise
+        reason = os.strerror(e.errno) if e.errno else str(e.strerror or e)
+        print(f"witness-watcher: cannot listen on {config.metrics_host}:{config.metrics_port} "
+              f"(metrics.port): {reason[:1].lower()}{reason[1:]}", file=sys.stderr)
+        return EXIT_FAILED
     try:
         watcher = running.watcher
         log.info("watching %s on %d RPC node(s), quorum %d, threshold %d%s",
@@ -157,6 +175,9 @@ def _print_status(doc: dict[str, Any]) -> None:
         print(f"head block:     #{chain['head_block_number']}")
         print(f"total_missed:   {chain['total_missed']}")
         print(f"last produced:  #{chain['last_produced_block']}")
+    for node in doc.get("nodes") or []:
+        status = "up" if node["status"] == "healthy" else node["status"].upper()
+        print(f"node {node['name']:<9} {status} ({node['detail']}): {node['note']}")
     armed = doc.get("armed") or {}
     if armed.get("armed_key"):
         print(f"armed:          {armed['phase']} on {armed['armed_key']} at total_missed "
@@ -166,6 +187,9 @@ def _print_status(doc: dict[str, Any]) -> None:
             print(f"outstanding:    request {armed['outstanding_request']}")
     else:
         print(f"armed:          not yet ({armed.get('phase', 'no state')})")
+    if doc.get("state_file", "") is None:
+        print(f"state:          none yet in {doc['state_dir']} (the first `run` writes it; "
+              "if this watcher already ran, watcher.state_dir is wrong)")
     nxt = doc.get("next_slot")
     if nxt and nxt.get("in_this_round"):
         print(f"next slot:      in ~{nxt['eta_s']} s (slot {nxt['aslot']}, {nxt['eta']})")
@@ -226,9 +250,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``witness-watcher``."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO,
+                      getattr(args, "log_format", "text"))
     try:
         if args.command == "keygen":
             return cmd_keygen(args)

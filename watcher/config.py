@@ -23,6 +23,9 @@ from urllib.parse import urlsplit
 
 from shared.config import Fields, load_toml, parse_env_text, resolve_path
 from shared.errors import ConfigError
+from shared.notify import parse_url_lines, read_url_file
+from shared.secret import Secret as SharedSecret
+from shared.tls import check_ca_file
 from watcher.core import Policy
 from watcher.schedule import Timing
 
@@ -37,7 +40,7 @@ TWILIO_ENV_NAMES: Final = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_FR
 _MAX_ENV_FILE_BYTES: Final = 65536
 DEFAULT_TOKEN_ENV: Final = "TWILIO_AUTH_TOKEN"  # noqa: S105 - a variable name, not a token
 _MAX_TOKEN_BYTES: Final = 4096
-_SECTIONS: Final = ("watcher", "nodes", "signer", "metrics", "alerts", "twilio")
+_SECTIONS: Final = ("watcher", "nodes", "health", "signer", "metrics", "alerts", "twilio")
 
 
 class Secret:
@@ -64,6 +67,20 @@ class NodeKey:
 
     name: str
     public_key: str
+    health_url: str | None = None  # the node's own read-only JSON-RPC API
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """``[health]``: probing the producer nodes' own APIs (issue 11's pre-emptive failover)."""
+
+    probe_interval_s: float
+    timeout_s: float
+    max_lag_blocks: int
+    bad_probes: int
+    preemptive: bool
+    cooldown_s: float
+    source_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +115,7 @@ class WatcherConfig:
     signer_keyid: str
     key_path: Path
     signer_public_key_path: Path
+    signer_ca_file: Path | None  # PEM CA bundle verifying an https signer.url (shared.tls)
     signer_timeout_s: float
     signer_attempts: int
     signer_backoff_s: float
@@ -109,8 +127,12 @@ class WatcherConfig:
     alert_min_interval: timedelta
     alert_max_per_hour: int
     twilio: TwilioSettings | None
+    health: HealthConfig | None = None  # None: no node has a health_url
     fail_point: str | None = None  # from ENV_FAIL_POINT: crash tests only
     _environ: Mapping[str, str] = field(repr=False, compare=False, default_factory=dict)
+    # apprise channels: a file of URLs (mode 0600), or an environment variable (warned).
+    apprise_urls_file: Path | None = None
+    apprise_urls_env: str | None = None
 
     @classmethod
     def load(cls, path: Path, environ: Mapping[str, str] | None = None) -> WatcherConfig:
@@ -142,6 +164,30 @@ class WatcherConfig:
             raise ConfigError(f"environment variable {name} is not set{where}",
                               path=str(self.path), field="twilio.auth_token_env")
         return Secret(value)
+
+
+    @property
+    def apprise_configured(self) -> bool:
+        """Whether apprise channels are configured (file or environment variable)."""
+        return self.apprise_urls_file is not None or self.apprise_urls_env is not None
+
+    def apprise_urls(self) -> list[SharedSecret]:
+        """The apprise notification URLs, from ``alerts.apprise_urls_file`` or the variable
+        named by ``alerts.apprise_urls_env`` (URLs separated by whitespace); [] if neither.
+
+        Raises:
+            ConfigError: the file is missing, unsafe or malformed; the variable is unset.
+        """
+        if self.apprise_urls_file is not None:
+            return read_url_file(self.apprise_urls_file, config_path=self.path,
+                                 field="alerts.apprise_urls_file")
+        if self.apprise_urls_env is None:
+            return []
+        value = self._environ.get(self.apprise_urls_env, "").strip()
+        if not value:
+            raise ConfigError(f"environment variable {self.apprise_urls_env} is not set",
+                              path=str(self.path), field="alerts.apprise_urls_env")
+        return [SharedSecret(u) for u in parse_url_lines("\n".join(value.split()))]
 
 
 def read_env_file(env_path: Path, config_path: Path) -> dict[str, str]:
@@ -228,27 +274,39 @@ def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
         max_poll_interval_s=f.float("watcher.max_poll_interval_s", 10 * wall, lo=wall, hi=3600),
         stale_after_s=f.float("watcher.stale_after_s", 5 * wall, lo=wall, hi=3600),
         visible_after_s=f.float("watcher.visible_after_s", wall / 3, lo=0, hi=10 * wall))
+    node_keys = []
+    for t in f.table_list("nodes", known=("name", "public_key", "health_url")):
+        key = t.str("public_key")
+        if not key.startswith("STM") or len(key) < 50:
+            raise t.fail("public_key", "must be an STM public key")
+        url = t.opt_str("health_url")
+        node_keys.append(NodeKey(t.str("name"), key,
+                                 None if url is None else _url(t, "health_url", url)))
+    if len({n.name for n in node_keys}) != len(node_keys):
+        raise f.fail("nodes", "names a node twice")
+    health = _health(f, wall, any(n.health_url for n in node_keys))
     policy = Policy(
         miss_threshold=f.int("watcher.miss_threshold", lo=1, hi=1000),
         quorum=quorum, one_shot=f.bool("watcher.one_shot", False),
         realert_interval=timedelta(seconds=f.float("watcher.realert_interval_s", 900,
-                                                   lo=0, hi=86400)))
-    node_keys = []
-    for t in f.table_list("nodes", known=("name", "public_key")):
-        key = t.str("public_key")
-        if not key.startswith("STM") or len(key) < 50:
-            raise t.fail("public_key", "must be an STM public key")
-        node_keys.append(NodeKey(t.str("name"), key))
+                                                   lo=0, hi=86400)),
+        preemptive=health is not None and health.preemptive,
+        preempt_cooldown=timedelta(seconds=0 if health is None else health.cooldown_s),
+        health_max_age=timedelta(seconds=0 if health is None else
+                                 3 * health.probe_interval_s + health.timeout_s))
 
     f.section("signer", (
         "url", "keyid", "key", "signer_public_key", "timeout_s", "attempts", "backoff_s",
-        "retry_interval_s", "follow_timeout_s", "max_skew_s"), required=True)
+        "retry_interval_s", "follow_timeout_s", "max_skew_s", "ca_file"), required=True)
     signer_url = _url(f, "signer.url", env.get(ENV_SIGNER_URL) or f.str("signer.url"))
     key_path, pub_path = f.opt_path("signer.key", base), f.opt_path("signer.signer_public_key",
                                                                       base)
     if key_path is None or pub_path is None:
         raise f.fail("signer.key" if key_path is None else "signer.signer_public_key",
                      "is required")
+    ca_file = f.opt_path("signer.ca_file", base)
+    if ca_file is not None:
+        ca_file = check_ca_file(ca_file, signer_url, path=str(f.path))
 
     metrics_host: str | None = None
     metrics_port: int | None = None
@@ -258,7 +316,8 @@ def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
             # SECURITY: the metrics say when the watcher will act; keep them off the network.
             raise f.fail("metrics.host", "must be a loopback address")
         metrics_port = f.int("metrics.port", lo=0, hi=65535)
-    f.section("alerts", ("min_interval_s", "max_per_hour"))
+    f.section("alerts", ("min_interval_s", "max_per_hour", "apprise_urls_file",
+                         "apprise_urls_env"))
     fail_point = env.get(ENV_FAIL_POINT) or None
     if fail_point is not None and fail_point not in FAIL_POINTS:
         raise ConfigError(f"{ENV_FAIL_POINT}={fail_point!r} is not one of {', '.join(FAIL_POINTS)}",
@@ -272,7 +331,7 @@ def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
                    else f.opt_path("watcher.state_dir", base) or base / "watcher-state"),
         node_keys=tuple(node_keys), signer_url=signer_url,
         signer_keyid=f.str("signer.keyid", "watcher"), key_path=key_path,
-        signer_public_key_path=pub_path,
+        signer_public_key_path=pub_path, signer_ca_file=ca_file,
         signer_timeout_s=f.float("signer.timeout_s", 10.0, lo=0.05, hi=300),
         signer_attempts=f.int("signer.attempts", 4, lo=1, hi=20),
         signer_backoff_s=f.float("signer.backoff_s", 0.5, lo=0.0, hi=60),
@@ -285,7 +344,39 @@ def _build(f: Fields, base: Path, env: Mapping[str, str]) -> WatcherConfig:
         alert_min_interval=timedelta(seconds=f.float("alerts.min_interval_s", 300,
                                                      lo=0, hi=86400)),
         alert_max_per_hour=f.int("alerts.max_per_hour", 20, lo=1, hi=3600),
-        twilio=_twilio(f, base), fail_point=fail_point, _environ=env)
+        twilio=_twilio(f, base), health=health, fail_point=fail_point, _environ=env,
+        apprise_urls_file=f.opt_path("alerts.apprise_urls_file", base),
+        apprise_urls_env=f.opt_str("alerts.apprise_urls_env"))
+
+
+def _health(f: Fields, wall: float, urls: bool) -> HealthConfig | None:
+    """``[health]``; None when no node names a ``health_url`` (the section is still checked).
+
+    Defaults (docs/preemptive.md has the measurements): one probe round per block,
+    a probe timeout of half of that (0.25 s to 2 s), unhealthy beyond 2 blocks of lag,
+    2 bad probes in a row before acting, no pre-emption within 20 blocks of a switch.
+    """
+    f.section("health", ("probe_interval_s", "timeout_s", "max_lag_blocks", "bad_probes",
+                         "preemptive", "cooldown_s", "source_address"))
+    interval = f.float("health.probe_interval_s", wall, lo=0.01, hi=600)
+    config = HealthConfig(
+        probe_interval_s=interval,
+        # Rounds never overlap (the next starts when one ends), so a timeout longer than
+        # the interval only slows the rounds; a floor of 0.25 s spares fast devnets
+        # false alarms on a loaded machine.
+        timeout_s=f.float("health.timeout_s", min(2.0, max(0.25, interval / 2)), lo=0.01,
+                          hi=60),
+        max_lag_blocks=f.int("health.max_lag_blocks", 2, lo=1, hi=1000),
+        bad_probes=f.int("health.bad_probes", 2, lo=1, hi=100),
+        preemptive=f.bool("health.preemptive", True),
+        cooldown_s=f.float("health.cooldown_s", 20 * wall, lo=0, hi=86400),
+        source_address=f.opt_str("health.source_address"))
+    if config.source_address is not None:
+        try:
+            ipaddress.ip_address(config.source_address)
+        except ValueError:
+            raise f.fail("health.source_address", "must be an IP address of this host") from None
+    return config if urls else None
 
 
 def _twilio(f: Fields, base: Path) -> TwilioSettings | None:

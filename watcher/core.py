@@ -1,10 +1,13 @@
 """The watcher's decisions: pure values in, a :class:`Decision` out. No I/O, no clock.
 
 ``decide`` looks at one :class:`Observation` (what the RPC nodes said in one
-poll) and the persisted :class:`WatchState`, and says whether to hold, alert,
-re-arm or ask the signer for a failover. The transition functions at the end
-(:func:`after_decision`, :func:`with_request`, ...) return the next state; the
-daemon persists it. Nothing here can raise on chain data: odd data is a Hold.
+poll), the persisted :class:`WatchState` and, when producer nodes are probed, the
+latest :class:`watcher.health.HealthView`, and says whether to hold, alert, re-arm
+or ask the signer for a failover (after misses; or pre-emptively, with
+:class:`Evidence`, when the node on the on-chain key is down and a backup is healthy).
+The transition functions at the end (:func:`after_decision`, :func:`with_request`,
+...) return the next state; the daemon persists it. Nothing here can raise on chain
+data: odd data is a Hold.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
+from watcher.health import HealthView, NodeHealth
+
 Phase = Literal["unarmed", "armed", "requested", "pending", "switched", "stopped"]
 AlertKind = Literal[
     "rpc_unhealthy", "chain_halted", "switch_requested", "switch_confirmed",
     "switch_refused", "switch_failed", "signer_unreachable", "key_changed", "recovered",
-    "dry_run",
+    "dry_run", "node_down", "node_unhealthy", "node_recovered", "preempt_refused",
 ]
 OUTSTANDING: frozenset[Phase] = frozenset({"requested", "pending"})
 
@@ -58,6 +63,9 @@ class Policy:
     quorum: int = 1
     one_shot: bool = False
     realert_interval: timedelta = timedelta(minutes=15)
+    preemptive: bool = False  # act on producer-node health (needs a HealthView)
+    preempt_cooldown: timedelta = timedelta(minutes=2)  # no pre-emption this soon after a switch
+    health_max_age: timedelta = timedelta(seconds=30)  # older probe rounds are ignored
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,10 @@ class WatchState:
     last_tx_id: str | None = None
     switches: int = 0
     condition: str | None = None  # the alert condition in force (rpc_unhealthy, chain_halted)
+    request_preemptive: bool = False  # the outstanding request carries health evidence
+    # The health picture (HealthView.picture) when a pre-emptive request ended without a
+    # switch: no new pre-emptive request until the picture changes (misses still count).
+    preempt_blocked: str | None = None
     alerted: dict[str, datetime] = field(default_factory=dict, compare=False)
 
 
@@ -108,12 +120,31 @@ class Rearm:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """Why a pre-emptive request is made: the failing node as the watcher's probes saw it."""
+
+    kind: Literal["node_down", "node_unhealthy"]
+    node: str
+    node_key: str
+    since: datetime
+    probes: int
+    detail: str
+
+    def to_json(self) -> dict[str, object]:
+        """The request body's ``evidence`` object (``since`` in unix seconds)."""
+        return {"kind": self.kind, "node": self.node, "node_key": self.node_key,
+                "since": int(self.since.timestamp()), "probes": self.probes,
+                "detail": self.detail}
+
+
+@dataclass(frozen=True)
 class FailOver:
-    """Ask the signer to switch away from ``failing_key``."""
+    """Ask the signer to switch away from ``failing_key`` (pre-emptively with ``evidence``)."""
 
     reason: str
     failing_key: str
     observed: int
+    evidence: Evidence | None = None
 
 
 Decision = Hold | Alert | Rearm | FailOver
@@ -157,8 +188,10 @@ def _condition(kind: AlertKind, text: str, state: WatchState, policy: Policy,
     return Alert(kind, text)
 
 
-def decide(obs: Observation, state: WatchState, policy: Policy, now: datetime) -> Decision:
-    """Return what to do after one poll. Same inputs, same answer; no I/O."""
+def decide(obs: Observation, state: WatchState, policy: Policy, now: datetime,
+           health: HealthView | None = None) -> Decision:
+    """Return what to do after one poll (and the latest probe round). Same inputs, same
+    answer; no I/O."""
     if state.phase == "stopped":
         return Hold("one_shot: stopped after the first confirmed switch")
     if not obs.nodes:
@@ -198,9 +231,44 @@ def decide(obs: Observation, state: WatchState, policy: Policy, now: datetime) -
         return Hold(f"total_missed {observed} is below the armed baseline "
                     f"{state.baseline_missed}")
     if new_misses < policy.miss_threshold:
-        return Hold(f"{new_misses} new misses since armed < {policy.miss_threshold}")
+        held = Hold(f"{new_misses} new misses since armed < {policy.miss_threshold}")
+        return _preempt(key, observed, state, policy, health=health, now=now) or held
     return FailOver(f"{new_misses} new misses since armed on {key} (total_missed {observed})",
                     failing_key=key, observed=observed)
+
+
+def _preempt(key: str, observed: int, state: WatchState, policy: Policy, *,
+             health: HealthView | None, now: datetime) -> Decision | None:
+    """A pre-emptive FailOver when the node holding ``key`` is down and a backup is healthy.
+
+    Called only on a live chain (a quorum of fresh nodes agree on ``key``) with no
+    request open and no switch awaited. None: nothing to say about health.
+    """
+    if not policy.preemptive or health is None or health.at is None:
+        return None
+    if now - health.at > policy.health_max_age:
+        return None  # the probes stopped: never act on an old picture
+    holders = health.by_key(key)
+    if not holders or not all(n.bad for n in holders):
+        return None  # not a configured node, or its node is healthy
+    # SECURITY: the evidence is the watcher's word only; the signer acts on it only when
+    # its own probes agree (a stolen or partitioned watcher cannot move the key alone).
+    node = holders[0]
+    said = _said(node)
+    if not any(n.up for n in health.nodes if n.public_key != key):
+        return Hold(f"{said}; no healthy backup to switch to")
+    if state.last_switch_at is not None and now - state.last_switch_at < policy.preempt_cooldown:
+        return Hold(f"{said}; a switch was made at {state.last_switch_at.isoformat()}, "
+                    f"cooling down")
+    if state.preempt_blocked == health.picture() and observed <= state.baseline_missed:
+        return Hold(f"{said}; the signer did not act on it and nothing changed since")
+    evidence = Evidence("node_down" if node.status == "down" else "node_unhealthy",
+                        node.name, key, node.since or now, node.bad_probes, node.detail)
+    return FailOver(said, failing_key=key, observed=observed, evidence=evidence)
+
+
+def _said(node: NodeHealth) -> str:
+    return f"{node.name} {node.status} for {node.bad_probes} probes ({node.detail})"
 
 
 def _after_switch(fresh: tuple[NodeView, ...], key: str, observed: int, state: WatchState,
@@ -239,15 +307,17 @@ def after_decision(state: WatchState, decision: Decision, now: datetime) -> Watc
         return replace(state, phase="armed", armed_key=decision.key,
                        baseline_missed=decision.baseline_missed, armed_at=now, request_id=None,
                        request_body=None, requested_at=None, request_observed=None,
-                       expected_key=None, condition=None)
+                       expected_key=None, condition=None, request_preemptive=False,
+                       preempt_blocked=None)
     return replace(state, condition=None)
 
 
 def with_request(state: WatchState, request_id: str, body: str, observed: int,
-                 now: datetime) -> WatchState:
+                 now: datetime, *, preemptive: bool = False) -> WatchState:
     """A failover request was created (persist before sending: a restart resumes it)."""
     return replace(state, phase="requested", request_id=request_id, request_body=body,
-                   requested_at=now, request_observed=observed, condition=None)
+                   requested_at=now, request_observed=observed, condition=None,
+                   request_preemptive=preemptive)
 
 
 def with_pending(state: WatchState, request_id: str) -> WatchState:
@@ -261,13 +331,16 @@ def with_confirmed(state: WatchState, target_key: str | None, tx_id: str | None,
     phase: Phase = "stopped" if policy.one_shot else "switched"
     return replace(state, phase=phase, expected_key=target_key, switch_block=block_num,
                    last_switch_at=now, last_tx_id=tx_id, switches=state.switches + 1,
-                   request_id=None, request_body=None, requested_at=None)
+                   request_id=None, request_body=None, requested_at=None,
+                   request_preemptive=False, preempt_blocked=None)
 
 
-def with_closed(state: WatchState, now: datetime) -> WatchState:
+def with_closed(state: WatchState, now: datetime, *, picture: str | None = None) -> WatchState:
     """The request ended without a switch (refused, failed, dry run): misses it was
-    based on are handled; only new ones count."""
+    based on are handled; only new ones count. A pre-emptive request ending so blocks
+    pre-emption while the health ``picture`` stays the same."""
     baseline = max(state.baseline_missed, state.request_observed or state.baseline_missed)
+    blocked = picture if state.request_preemptive else state.preempt_blocked
     return replace(state, phase="armed", baseline_missed=baseline, armed_at=now,
                    request_id=None, request_body=None, requested_at=None,
-                   request_observed=None)
+                   request_observed=None, request_preemptive=False, preempt_blocked=blocked)

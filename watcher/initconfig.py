@@ -59,8 +59,21 @@ state_dir = "watcher-state"          # systemd: /var/lib/witness-watcher
 realert_interval_s = 900
 
 # EDIT: your producer nodes' public signing keys (as in the signer's witness.keys),
-# so `status` can name the active node.
+# so `status` can name the active node. Give each its node's own read-only API
+# (health_url, on a private network: see docs/preemptive.md) and the watcher probes
+# the nodes once a block and asks for a pre-emptive switch before the witness's slot
+# when the node on the on-chain key is down.
 {node_keys}
+# Probing the producer nodes (used only with health_url; these are the defaults):
+# [health]
+# probe_interval_s = 3               # one round per block
+# timeout_s = 1.5
+# max_lag_blocks = 2                 # unhealthy beyond this many blocks behind
+# bad_probes = 2                     # consecutive bad probes before acting
+# preemptive = true                  # false: probe, show and alert only
+# cooldown_s = 60                    # no pre-emptive request this soon after a switch
+# source_address = "10.8.0.1"        # the local address probes leave from
+
 [signer]
 url = {signer_url}
 keyid = "watcher"
@@ -69,6 +82,9 @@ signer_public_key = "keys/signer.pub"  # checks the signer's answers
 timeout_s = 10
 attempts = 4
 max_skew_s = 30
+# The signer's TLS certificate is self-signed or from a private CA: its PEM file here
+# (only with an https url; the system's trust store is used otherwise).
+# ca_file = "signer-ca.pem"
 
 # Prometheus metrics on loopback only (optional):
 # [metrics]
@@ -87,6 +103,7 @@ NODE_TOML = """\
 [[nodes]]
 name = {name}
 public_key = {public_key}
+# health_url = "http://10.8.0.2:8091/"   # EDIT: the node's API on your private network
 """
 
 

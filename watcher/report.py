@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from shared.clock import Clock
 from shared.errors import ChainError, ConfigError, FailoverError
 from shared.httpsig import load_private_key, load_public_key
-from watcher.app import build_reader, build_signer_client, build_sms
+from watcher.app import build_health, build_reader, build_signer_client, build_sms
 from watcher.config import WatcherConfig
 from watcher.core import quorum_key, quorum_missed
 from watcher.reader import RpcChainReader
@@ -47,7 +47,10 @@ def status(config: WatcherConfig, clock: Clock) -> dict[str, Any]:
     names = {n.public_key: n.name for n in config.node_keys}
     out: dict[str, Any] = {"witness": config.account}
     try:
-        state = StateStore(config.state_dir).load()
+        store = StateStore(config.state_dir)
+        state = store.load()  # reads only: status never creates the state
+        out["state_file"] = str(store.path) if store.path.exists() else None
+        out["state_dir"] = str(config.state_dir)
     except FailoverError as e:
         out["state_error"] = str(e)
         state = None
@@ -74,11 +77,38 @@ def status(config: WatcherConfig, clock: Clock) -> dict[str, Any]:
                                 if key == state.armed_key else None,
                                 "outstanding_request": state.request_id}
         out["rpc_calls"] = reader.calls
+        if config.health is not None:
+            heads = sorted((n.head_block_number for n in obs.fresh), reverse=True)
+            q = config.policy.quorum
+            out["nodes"] = _node_health(config, clock, heads[q - 1] if len(heads) >= q
+                                        else None, key)
     finally:
         reader.close()
     if state is not None and "armed" not in out:
         out["armed"] = {"phase": state.phase, "armed_key": state.armed_key}
     out["signer"] = _signer_view(config, clock)
+    return out
+
+
+def _node_health(config: WatcherConfig, clock: Clock, chain_head: int | None,
+                 on_chain: str | None) -> list[dict[str, Any]]:
+    """One probe of every producer node (no streak: what each answers right now)."""
+    monitor = build_health(config, clock)
+    if monitor is None:
+        return []
+    monitor.settings = replace(monitor.settings, bad_probes=1)
+    monitor.set_chain_head(chain_head)
+    try:
+        view = monitor.probe_round()
+    finally:
+        monitor.close()
+    out = []
+    for n in view.nodes:
+        holds = on_chain is not None and n.public_key == on_chain
+        note = "holds the on-chain key" if holds else (
+            "a failover would skip it" if n.bad else "a failover may use it")
+        out.append({"name": n.name, "status": n.status, "detail": n.detail, "head": n.head,
+                    "lag_blocks": n.lag, "on_chain": holds, "note": note})
     return out
 
 
@@ -137,8 +167,14 @@ def check(config: WatcherConfig, clock: Clock, *, send_test: bool) -> CheckRepor
     except ConfigError as e:
         report.add("keys", False, str(e))
     try:
-        state = StateStore(config.state_dir).load()
-        report.add("state", True, f"{config.state_dir} (phase {state.phase})")
+        store = StateStore(config.state_dir)
+        state = store.load()  # reads only: check never creates the state
+        if store.path.exists():
+            report.add("state", True, f"{config.state_dir} (phase {state.phase})")
+        else:
+            report.add("state", True, f"no state at {store.path} yet: the first `run` "
+                       "creates it; if this watcher already ran, watcher.state_dir is wrong",
+                       warning=True)
     except FailoverError as e:
         report.add("state", False, str(e))
     reader = build_reader(config)
@@ -158,6 +194,11 @@ def check(config: WatcherConfig, clock: Clock, *, send_test: bool) -> CheckRepor
         reader.close()
     report.add("rpc quorum", healthy >= config.policy.quorum,
                f"{healthy} node(s) answered, quorum {config.policy.quorum}")
+    for node in _node_health(config, clock, None, None):
+        report.add(f"node {node['name']}", node["status"] == "healthy",
+                   f"{node['detail']}" if node["status"] == "healthy" else
+                   f"{node['status']} ({node['detail']}): a failover would skip it; check "
+                   f"its health_url, bind address and firewall")
     signer = _signer_view(config, clock)
     if signer["reachable"] and signer.get("witness") != config.account:
         report.add("signer", False, f"signed answer verified, but the signer serves "
@@ -168,6 +209,7 @@ def check(config: WatcherConfig, clock: Clock, *, send_test: bool) -> CheckRepor
     else:
         report.add("signer", False, f"{config.signer_url}: {signer['error']}")
     _check_twilio(config, report, send_test=send_test)
+    _check_apprise(config, report, send_test=send_test)
     return report
 
 
@@ -194,3 +236,25 @@ def _check_twilio(config: WatcherConfig, report: CheckReport, *, send_test: bool
             report.add("twilio", True, "test SMS accepted by Twilio")
     finally:
         sms.close()
+
+
+def _check_apprise(config: WatcherConfig, report: CheckReport, *, send_test: bool) -> None:
+    if not config.apprise_configured:
+        return
+    from shared.channels import AppriseNotifier  # noqa: PLC0415 - apprise only if configured
+
+    try:
+        channels = AppriseNotifier(config.apprise_urls())
+    except ConfigError as e:
+        report.add("apprise", False, str(e))
+        return
+    names = ", ".join(channels.names)
+    if not send_test:
+        report.add("apprise", True, f"{names}; nothing sent (use --send-test)")
+        return
+    try:
+        channels.send("test", f"{config.account}: witness-watcher test message")
+    except FailoverError as e:
+        report.add("apprise", False, f"test message failed: {e}")
+    else:
+        report.add("apprise", True, f"test message accepted by {names}")

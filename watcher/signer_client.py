@@ -7,6 +7,9 @@ then parsed. Network errors, 5xx without a request state and answers that do not
 verify are retried with exponential backoff and jitter, each attempt with a fresh
 nonce and the same body (a failover carries a ``request_id``, so a retry gets the
 same answer, never a second switch).
+
+An answer that does not verify is explained (:mod:`watcher.diagnosis`): the
+signer's unsigned 401 reason, clock skew, a URL that is not a witness-signer.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Final
 
 import requests
@@ -31,6 +35,8 @@ from shared.httpsig import (
     signed_headers_for,
     verify_response,
 )
+from shared.tls import requests_verify
+from watcher.diagnosis import Context, Received, explain
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,10 @@ class UntrustedAnswerError(AuthError):
 
 class SignerProtocolError(FailoverError):
     """A verified answer that is not what the API promises (not JSON, no state)."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the authentic answer's HTTP status, when there was one
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,9 @@ def parse_answer(status: int, doc: Mapping[str, object]) -> SignerAnswer:
     if status == 404:
         state = "not_found"
     if not isinstance(state, str) or not state:
-        raise SignerProtocolError(f"HTTP {status} answer without a request state")
+        error = doc.get("error") or doc.get("detail") or ""
+        raise SignerProtocolError(f"HTTP {status} answer without a request state "
+                                  f"{str(error)[:200]}".rstrip(), status=status)
     block = doc.get("block_num")
     return SignerAnswer(
         status=status, state=state, request_id=_opt(doc, "request_id"),
@@ -112,7 +124,8 @@ class SignerClient:
                  sleep: Callable[[float], object], timeout_s: float = 10.0, attempts: int = 4,
                  backoff_s: float = 0.5, max_backoff_s: float = 8.0,
                  max_skew: timedelta = timedelta(seconds=30),
-                 session: requests.Session | None = None) -> None:
+                 session: requests.Session | None = None,
+                 ca_file: Path | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self._key = key
         self.keyid = keyid
@@ -125,6 +138,9 @@ class SignerClient:
         self.max_backoff_s = max_backoff_s
         self.max_skew = max_skew
         self._session = session or requests.Session()
+        # The signer's own CA (e.g. a self-signed certificate) instead of the system's.
+        # Passed with every request: a session default would lose to REQUESTS_CA_BUNDLE.
+        self._verify = requests_verify(ca_file)
         self._random = secrets.SystemRandom()
         self.requests_sent = 0  # HTTP requests, retries included (metrics)
 
@@ -139,7 +155,7 @@ class SignerClient:
         try:
             with self._session.request(method, url, data=body or None, headers=headers,
                                        timeout=self.timeout_s, allow_redirects=False,
-                                       stream=True) as response:
+                                       stream=True, verify=self._verify) as response:
                 content = response.raw.read(_MAX_ANSWER_BYTES + 1, decode_content=True)
                 status, received = response.status_code, Headers(response.headers.items())
         except requests.RequestException as e:
@@ -153,13 +169,16 @@ class SignerClient:
             verify_response(HttpResponse(status, received, content), headers, self._signer_key,
                             self._clock.now(), self.max_skew)
         except AuthError as e:
-            log.warning("%s %s: HTTP %d answer rejected: %s", method, path, status, e)
-            raise _RetryableError(UntrustedAnswerError(f"{method} {path}: HTTP {status} answer "
-                                              f"not authentic: {e}")) from e
+            why = explain(Received(status, received, content), e, Context(
+                method, url, self.keyid, self._key.public_key.to_base64(), self._clock.now(),
+                self.max_skew))
+            log.warning("answer rejected: %s", why)
+            raise _RetryableError(UntrustedAnswerError(why)) from e
         try:
             doc = json.loads(content)
         except ValueError as e:
-            raise SignerProtocolError(f"{method} {path}: answer is not JSON") from e
+            raise SignerProtocolError(f"{method} {path}: answer is not JSON",
+                                      status=status) from e
         if not isinstance(doc, dict):
             raise SignerProtocolError(f"{method} {path}: answer is not a JSON object")
         if status >= 500 and "state" not in doc:

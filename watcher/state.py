@@ -192,3 +192,19 @@ class StateStore:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise StateError(f"{self.path}: cannot write: {e.strerror}") from e
+
+
+class ReadOnlyStateStore(StateStore):
+    """A dry run's store: reads the saved state if there is one; never creates, locks or writes.
+
+    A dry run (``run --dry-run``, ``watcher.dry_run``) keeps its state in memory, so
+    rehearsing on a healthy chain leaves no armed baseline behind and a real
+    watcher's state is never touched.
+    """
+
+    def lock(self) -> None:
+        """Take no lock: nothing is written, and the directory is not created."""
+
+    def save(self, state: WatchState) -> None:
+        """Keep the state in memory only."""
+        log.debug("dry run: state not saved (phase %s)", state.phase)

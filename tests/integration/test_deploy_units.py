@@ -36,6 +36,11 @@ UNITS = ("witness-signer.service", "witness-watcher.service")
 CONTAINERFILES = {"signer": "Containerfile.signer", "watcher": "Containerfile.watcher",
                   "devnet": "Containerfile.devnet"}
 PROD_BIN = "/opt/witness-failover/bin"
+PASSPHRASE_CREDENTIAL = "signer-passphrase"
+TWILIO_CREDENTIAL = "twilio-token"
+CONTAINER_UID = 10001
+# The devnet image carries the drill harness too: `init` writes the signer's keystore.
+EXTRAS = {"signer": "signer", "watcher": "watcher", "devnet": "drill"}
 SLOT_S = 0.25
 HARDENING = {
     "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes",
@@ -126,7 +131,8 @@ class Root:
 
 def install_signer(drill: Path, root: Root, unit: Unit) -> None:
     """Lay out /etc/witness-signer and /etc/credstore from a drill directory (the runbook)."""
-    (name, source), = credentials(unit).items()
+    creds = credentials(unit)
+    name, source = PASSPHRASE_CREDENTIAL, creds[PASSPHRASE_CREDENTIAL]
     etc = Path(root.local("/etc/witness-signer"))
     shutil.copytree(drill / "keys", etc / "keys", ignore=shutil.ignore_patterns("*.passphrase"))
     text = (drill / "signer.toml").read_text()
@@ -137,6 +143,11 @@ def install_signer(drill: Path, root: Root, unit: Unit) -> None:
     credstore.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(drill / "keys" / "signer.passphrase", credstore)
     credstore.chmod(0o600)
+    # The Twilio token credential must exist for systemd to start the unit; the drill's
+    # signer.toml has no [notify], so the signer never uses this placeholder.
+    token = Path(root.local(creds[TWILIO_CREDENTIAL]))
+    token.write_text("drill-placeholder-not-a-token\n")
+    token.chmod(0o600)
 
 
 def install_watcher(drill: Path, root: Root) -> None:
@@ -222,9 +233,9 @@ def test_signer_unit_loads_the_passphrase_as_a_credential(units: dict[str, Unit]
                                                           tmp_path: Path) -> None:
     """The unit's LoadCredential name is the one `witness-signer init` and the runbook use."""
     creds = credentials(units["witness-signer.service"])
-    assert len(creds) == 1
-    (name, source), = creds.items()
-    assert source.startswith("/etc/credstore/")
+    assert set(creds) == {PASSPHRASE_CREDENTIAL, TWILIO_CREDENTIAL}
+    name, source = PASSPHRASE_CREDENTIAL, creds[PASSPHRASE_CREDENTIAL]
+    assert all(path.startswith("/etc/credstore/") for path in creds.values())
     assert not credentials(units["witness-watcher.service"])
     subprocess.run([console_script("witness-signer"), "init", "--out", str(tmp_path / "etc")],
                    check=True, capture_output=True, timeout=60)
@@ -372,7 +383,7 @@ def test_containerfile_is_slim_non_root_and_runs_a_real_command(role: str) -> No
     path = DEPLOY / CONTAINERFILES[role]
     text = path.read_text()
     assert re.search(r"(?m)^FROM python:3\.11-slim", text)
-    assert f"'/src[{role}]'" in text
+    assert f"'/src[{EXTRAS[role]}]'" in text
     users = re.findall(r"(?m)^USER (\S+)$", text)
     assert users
     assert users[-1] not in {"root", "0"}
@@ -413,3 +424,111 @@ def test_unit_files_use_no_interpreter_outside_the_install() -> None:
         argv = shlex.split(single(parse_unit(DEPLOY / name), "ExecStart"))
         assert Path(argv[0]).name == name.removesuffix(".service")
         assert not {"sh", "bash", "python", "python3"} & {Path(a).name for a in argv}
+
+
+# ---- every unit and container file against what `init` writes -------------------------------
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """signer.toml and watcher.toml exactly as `witness-signer init` and `witness-watcher init`."""
+    out = tmp_path_factory.mktemp("init")
+    for tool in ("witness-signer", "witness-watcher"):
+        subprocess.run([console_script(tool), "init", "--out", str(out / tool)], check=True,
+                       capture_output=True, timeout=60)
+    return {"signer": (out / "witness-signer" / "signer.toml").read_text(),
+            "watcher": (out / "witness-watcher" / "watcher.toml").read_text()}
+
+
+def cli_default_config(tool: str) -> str:
+    """The default --config a console script's help names (wrapped help joined back)."""
+    out = subprocess.run([console_script(tool), "status", "--help"], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    found = re.search(r"\(default (/\S+?\.toml)", "".join(out.split()).replace("(default",
+                                                                                " (default "))
+    assert found, out
+    return found.group(1)
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_config_path_is_the_cli_default(units: dict[str, Unit], name: str) -> None:
+    """The unit's --config is the file the CLI reads without --config, inside ReadOnlyPaths."""
+    tool = name.removesuffix(".service")
+    argv = shlex.split(single(units[name], "ExecStart"))
+    config = argv[argv.index("--config") + 1]
+    assert config == cli_default_config(tool)
+    assert Path(config).parent == Path(single(units[name], "ReadOnlyPaths"))
+
+
+def test_signer_credentials_are_the_ones_init_names(units: dict[str, Unit],
+                                                   written: dict[str, str]) -> None:
+    """Each LoadCredential= of the signer unit is the one signer.toml's comments tell to use."""
+    creds = credentials(units["witness-signer.service"])
+    text = written["signer"]
+    init = tomllib.loads(text)
+    assert init["keystore"]["passphrase_credential"] == PASSPHRASE_CREDENTIAL
+    for name, source in creds.items():
+        assert f"LoadCredential={name}:{source}" in text, name
+    token = f"/run/credentials/witness-signer.service/{TWILIO_CREDENTIAL}"
+    assert f'twilio_auth_token_file = "{token}"' in text
+    assert f"LoadCredential={TWILIO_CREDENTIAL}:{creds[TWILIO_CREDENTIAL]}" in (
+        DEPLOY / "README.md").read_text()
+
+
+@pytest.mark.parametrize("name", UNITS)
+def test_unit_state_directory_is_the_one_init_suggests(units: dict[str, Unit], name: str,
+                                                       written: dict[str, str]) -> None:
+    """StateDirectory= is the systemd state_dir the init files and the unit header name."""
+    state = f"/var/lib/{single(units[name], 'StateDirectory')}"
+    header = (DEPLOY / name).read_text()
+    assert f'state_dir = "{state}"' in header
+    if name == "witness-signer.service":
+        assert f"systemd: {state}" in written["signer"]
+
+
+def test_container_ports_are_the_port_init_writes(written: dict[str, str]) -> None:
+    """The signer image exposes and publishes the port `witness-signer init` writes; the
+    watcher image's example URL calls it."""
+    port = tomllib.loads(written["signer"])["signer"]["port"]
+    signer = (DEPLOY / CONTAINERFILES["signer"]).read_text()
+    assert re.findall(r"(?m)^EXPOSE (\d+)$", signer) == [str(port)]
+    assert f"-p 127.0.0.1:{port}:{port}" in signer
+    watcher = (DEPLOY / CONTAINERFILES["watcher"]).read_text()
+    urls = re.findall(r"https?://[\w.-]+:(\d+)", watcher)
+    assert urls
+    assert set(urls) == {str(port)}
+    for path in (DEPLOY / "witness-watcher.service", DEPLOY / "README.md"):
+        assert not re.search(rf"https?://[\w.-]+:(?!{port})\d+", path.read_text()), path
+
+
+@pytest.mark.parametrize("role", sorted(CONTAINERFILES))
+def test_container_uid_is_documented_for_host_mounted_keys(role: str) -> None:
+    """Each image runs as uid 10001, and the docs say host-mounted keys must belong to it."""
+    text = (DEPLOY / CONTAINERFILES[role]).read_text()
+    assert f"--uid {CONTAINER_UID}" in text
+    assert f"--gid {CONTAINER_UID}" in text
+    readme = (DEPLOY / "README.md").read_text()
+    assert f"uid {CONTAINER_UID}" in readme
+    assert f"chown {CONTAINER_UID}:{CONTAINER_UID}" in readme
+    if role in {"signer", "watcher"}:
+        assert f"must belong to uid {CONTAINER_UID}" in text
+
+
+@pytest.mark.parametrize("role", ["signer", "watcher"])
+def test_container_config_and_state_match_the_units(units: dict[str, Unit], role: str) -> None:
+    """Each service image reads the unit's config path and keeps state where the unit does."""
+    unit = units[f"witness-{role}.service"]
+    argv = containerfile_command(DEPLOY / CONTAINERFILES[role])
+    unit_argv = shlex.split(single(unit, "ExecStart"))
+    assert argv[argv.index("--config") + 1] == unit_argv[unit_argv.index("--config") + 1]
+    state = f"/var/lib/{single(unit, 'StateDirectory')}"
+    text = (DEPLOY / CONTAINERFILES[role]).read_text()
+    assert f'VOLUME ["{state}"]' in text
+    assert f"HOME={state}" in text
+
+
+def test_watcher_ca_file_is_offered_where_operators_look(written: dict[str, str]) -> None:
+    """`[signer] ca_file` appears in init's watcher.toml, the unit header and the image notes."""
+    assert '# ca_file = "' in written["watcher"]
+    for path in (DEPLOY / "witness-watcher.service", DEPLOY / CONTAINERFILES["watcher"]):
+        assert "ca_file = " in path.read_text(), path

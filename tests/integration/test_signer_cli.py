@@ -262,6 +262,11 @@ def test_manual_approval_from_the_cli_switches_to_backup1(tmp_path: Path) -> Non
         directory = devnet.dir
         config = str(directory / "signer.toml")
         _set_approval(directory, "manual")
+        # No deny hold here: this test approves a new request right after a denial
+        # (the hold itself is tested in test_operator_api.py).
+        signer_toml = directory / "signer.toml"
+        signer_toml.write_text(signer_toml.read_text().replace(
+            "[policy]\n", "[policy]\ndeny_hold_s = 0\n", 1))
         with running_signer(directory) as signer:
             assert "listening on http://127.0.0.1:" in signer.log.read_text()
             status = _primary_fails(devnet)
@@ -280,10 +285,12 @@ def test_manual_approval_from_the_cli_switches_to_backup1(tmp_path: Path) -> Non
 
             pending = run_cli("pending", "--config", config)
             assert pending.returncode == 0, pending.stderr
-            assert request_id in pending.stdout
-            assert _node_key(devnet, "backup1") in pending.stdout
+            # One readable line: an id prefix and node names, never raw keys.
+            assert request_id[:12] in pending.stdout
+            assert "primary -> backup1" in pending.stdout
+            assert _node_key(devnet, "backup1") not in pending.stdout
 
-            approved = run_cli("approve", request_id, "--config", config, "--as", "op-test")
+            approved = run_cli("approve", request_id[:8], "--config", config, "--as", "op-test")
             assert approved.returncode == 0, approved.stderr
             backup1 = _node_key(devnet, "backup1")
             devnet.wait_for(lambda s: s["witness"]["signing_key"] == backup1, 60,

@@ -191,10 +191,10 @@ def test_failed_login_is_counted(served: Served) -> None:
     assert served.auth_alerts() == alerts + 1
 
 
-def test_gunicorn_signer_answers_oversized_chunked_body_with_413(devnet: RunningDevnet) -> None:
-    """`witness-signer serve` (gunicorn) also answers 413 to a signed oversized chunked body.
+def test_served_signer_answers_oversized_chunked_body_with_413(devnet: RunningDevnet) -> None:
+    """`witness-signer serve` (the gevent front) also answers 413 to a signed oversized chunked body.
 
-    The deployed server, not the test server: gunicorn de-chunks the body itself, and the
+    The deployed server, not the test server: the front de-chunks the body itself, and the
     signer must still see it as oversized rather than cut it and fail the digest (401).
     """
     limit = SignerConfig.load(devnet.dir / "signer.toml").max_body_bytes

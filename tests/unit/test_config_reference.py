@@ -36,11 +36,27 @@ twilio_auth_token_env = "TWILIO_AUTH_TOKEN"
 twilio_from = "+15550000000"
 to = ["+15551111111"]
 twilio_api_base_url = "http://127.0.0.1:9"
+apprise_urls_env = "WITNESS_APPRISE_URLS"
+
+[metrics]
+host = "127.0.0.1"
+port = 9102
+
+[health]
+probe_timeout_s = 1.0
+max_lag_blocks = 1
+confirm_probes = 2
+confirm_interval_s = 0.2
 """
 WATCHER_EXTRA = """
+[health]
+probe_interval_s = 3
+source_address = "127.0.0.1"
+
 [alerts]
 min_interval_s = 300
 max_per_hour = 20
+apprise_urls_env = "WITNESS_APPRISE_URLS"
 
 [twilio]
 account_sid = "AC0123456789abcdef0123456789abcdef"
@@ -170,7 +186,7 @@ def test_threat_model_names_real_tests() -> None:
         source = REPO / path
         assert source.is_file(), path
         assert re.search(rf"(?m)^def {name}\(", source.read_text(encoding="utf-8")), (path, name)
-    for threat in (f"T{i}" for i in range(1, 9)):
+    for threat in (f"T{i}" for i in range(1, 10)):
         section = text.split(f"\n## {threat} ", 1)[1].split("\n## ", 1)[0]
         assert "`tests/" in section, f"{threat} names no test"
 

@@ -31,7 +31,7 @@ def test_armed_point_kills_only_there() -> None:
     """The process passes the other points and dies by SIGKILL at the armed one.
 
     Its own session: the fail point kills the whole process group, as a crash of the
-    signer (gunicorn master and worker) would.
+    signer would.
     """
     script = ("from signer.failpoints import Failpoints\n"
               "p = Failpoints('intent_logged')\n"

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from signer.approvals import parse_failover, parse_json_object, parse_verdict
 
 from shared.errors import AuthError, RequestInvalidError
 from shared.httpsig import (
@@ -41,6 +40,7 @@ from shared.httpsig_base import (
     select_signature,
     serialize_member,
 )
+from signer.messages import parse_failover, parse_json_object, parse_verdict
 
 NOW = datetime(2025, 11, 25, 12, 0, 0, tzinfo=UTC)
 NOW_S = int(NOW.timestamp())

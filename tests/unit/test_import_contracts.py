@@ -60,6 +60,12 @@ def test_contracts_hold_on_the_tree() -> None:
                  "beem only in signer.txbuild", id="beem-leaves-txbuild"),
     pytest.param("signer/worker.py", "import twilio", "twilio only in shared.sms",
                  id="twilio-outside-sms"),
+    pytest.param("watcher/daemon.py", "import apprise", "apprise only in shared.channels",
+                 id="apprise-outside-channels"),
+    pytest.param("signer/service.py", "import prometheus_client",
+                 "prometheus_client only in shared.metrics", id="prometheus-in-service"),
+    pytest.param("watcher/cli.py", "import pythonjsonlogger",
+                 "pythonjsonlogger only in shared.logsetup", id="jsonlogger-in-cli"),
     pytest.param("drill/demo.py", "import support.twilio_fixture",
                  "nothing installed imports bench/ or tests/", id="drill-imports-tests"),
 ])

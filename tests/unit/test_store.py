@@ -15,6 +15,7 @@ import pytest
 from shared.errors import ConfigError, FailoverError, PolicyError
 from signer.policy import History
 from signer.store import (
+    SCHEMA_VERSION,
     AppendOnlyError,
     Armed,
     IdempotencyConflictError,
@@ -381,7 +382,7 @@ def test_naive_datetime_refused(store: Store) -> None:
 
 
 def test_version_1_database_is_migrated_with_its_rules(tmp_path: Path) -> None:
-    """A schema-1 database opens as schema 2; old refusals get their rule from the detail."""
+    """A schema-1 database opens as the current schema; old refusals get their rule back."""
     with open_store(tmp_path) as store:
         refused = new_request(store)
         assert store.transition(refused.id, {"received"}, "refused",
@@ -392,13 +393,15 @@ def test_version_1_database_is_migrated_with_its_rules(tmp_path: Path) -> None:
     with raw:  # what version 1 looked like: no rule column
         raw.execute("DROP TRIGGER requests_final")
         raw.execute("ALTER TABLE requests DROP COLUMN rule")
+        raw.execute("ALTER TABLE requests DROP COLUMN kind")
+        raw.execute("ALTER TABLE requests DROP COLUMN force")
         raw.execute("UPDATE schema_version SET version = 1")
     raw.close()
     with open_store(tmp_path) as store:
         assert {r.id: r.rule for r in store.requests_in_state("refused")} == {
             refused.id: "cooldown", other.id: None}
     raw = sqlite3.connect(tmp_path / "signer.sqlite3")
-    assert raw.execute("SELECT version FROM schema_version").fetchone()[0] == 2
+    assert raw.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     with pytest.raises(sqlite3.DatabaseError, match="final"):  # the trigger is back
         raw.execute("UPDATE requests SET rule = 'x' WHERE id = ?", (refused.id,))
     raw.close()
