@@ -246,9 +246,10 @@ class Drill:
         """The watcher's probes of the nodes' APIs leave from ``source`` (a loopback address)."""
         path = self.dir / "watcher.toml"
         text = path.read_text(encoding="utf-8")
-        line = f'# source_address = "{source}"'
-        assert line in text, "watcher.toml no longer offers [health] source_address"
-        path.write_text(text.replace(line, f'source_address = "{source}"'), encoding="utf-8")
+        lines = f'# [health]\n# source_address = "{source}"'
+        assert lines in text, "watcher.toml no longer offers [health] source_address"
+        path.write_text(text.replace(lines, f'[health]\nsource_address = "{source}"'),
+                        encoding="utf-8")
 
     def _add_watcher_sms(self, twilio_url: str) -> None:
         token = self.dir / "keys" / "twilio.token"

@@ -124,10 +124,10 @@ def tune(directory: Path, slot_s: float, scenario: str) -> None:
     if scenario == "partition":
         path = directory / "watcher.toml"
         text = path.read_text(encoding="utf-8")
-        line = f'# source_address = "{WATCHER_SOURCE}"'
-        if line not in text:
+        lines = f'# [health]\n# source_address = "{WATCHER_SOURCE}"'
+        if lines not in text:
             raise TrialError("watcher.toml no longer offers [health] source_address")
-        path.write_text(text.replace(line, f'source_address = "{WATCHER_SOURCE}"'),
+        path.write_text(text.replace(lines, f'[health]\nsource_address = "{WATCHER_SOURCE}"'),
                         encoding="utf-8")
 
 

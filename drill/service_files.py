@@ -108,18 +108,10 @@ passphrase_file = "keys/signer.passphrase"
 
 SIGNER_HEALTH_TOML = """\
 # Pre-emptive switches (a request carrying the watcher's health evidence) are on
-# by default once a key has a health_url; the signer's own probes must agree.
+# by default once a key has a health_url; the signer's own probes must agree. Its
+# probes use the [health] defaults (docs/configuration.md): a refused connection
+# fails at once, a silent node after probe_timeout_s = 1 s.
 preemptive = true
-
-[health]
-# The signer's own probes of the nodes' health_url, scaled to the devnet's slot
-# ({slot_seconds} s): a probe gives up after probe_timeout_s; a head more than
-# max_lag_blocks behind the chain's is out of sync; confirm_probes bad probes,
-# confirm_interval_s apart, before the signer agrees that a node is dead.
-probe_timeout_s = {probe_timeout_s}
-max_lag_blocks = 1
-confirm_probes = 2
-confirm_interval_s = {confirm_interval_s}
 """
 
 SIGNER_KEYS_COMMENT = """\
@@ -174,15 +166,12 @@ port = {metrics_port}
 """
 
 WATCHER_HEALTH_TOML = """\
-[health]
-# Probes of the nodes' health_url, in wall seconds ({slot_seconds} s per block here):
-# one probe round per block.
-probe_interval_s = {probe_interval_s}
-bad_probes = 2                       # consecutive bad probes before a node counts as down
-max_lag_blocks = 2                   # head further behind the chain's: out of sync
-preemptive = true                    # ask for a switch before the witness's slot
-# Probe from another local address (e.g. "127.0.0.2") to test a one-sided
-# partition (`witness-devnet node fault primary --partition 127.0.0.2`):
+# The probes of the nodes' health_url use the [health] defaults, in units of
+# poll_interval_s (one block here): one probe round per block, a node down or out
+# of sync after 2 bad probes in a row (docs/configuration.md). To rehearse a
+# one-sided partition (`witness-devnet node fault primary --partition 127.0.0.2`),
+# let the probes leave from another local address:
+# [health]
 # source_address = "127.0.0.2"
 
 """
@@ -257,24 +246,18 @@ def _health_url_line(port_base: int, index: int, health: bool) -> str:
 
 def signer_toml(*, port_base: int, chain: str, key_mode: str,
                 node_keys: list[tuple[str, str]], config_path: Path,
-                slot_seconds: float = _DEFAULT_SLOT_S, health: bool = True) -> str:
+                health: bool = True) -> str:
     """The text of the drill's signer.toml; ``node_keys`` are (name, public key) in order.
 
     With ``health``, node *i* gets ``health_url`` = :func:`node_api_url` (P+10+i), as
-    the devnet serves it, and the file a ``[health]`` section scaled to the slot;
-    without, the signer acts on misses only (the files as before issue 11).
+    the devnet serves it, and ``[policy] preemptive = true``; without, the signer acts
+    on misses only (the file as before issue 11).
     """
     base = f"http://127.0.0.1:{port_base}"
     keys_text = "\n".join(NODE_KEY_TOML.format(name=_q(n), public_key=_q(k),
                                                health_url=_health_url_line(port_base, i, health))
                           for i, (n, k) in enumerate(node_keys))
-    health_text = SIGNER_HEALTH_TOML.format(
-        slot_seconds=slot_seconds,
-        # Refused connections fail at once; the timeout bounds a hanging node to half a
-        # block (1 s on a real chain), the confirming probes a fifth of one (0.2 s).
-        probe_timeout_s=round(min(1.0, max(0.05, slot_seconds / 2)), 3),
-        confirm_interval_s=round(min(0.2, slot_seconds / 5), 3),
-    ) if health else ""
+    health_text = SIGNER_HEALTH_TOML if health else ""
     return SIGNER_TOML.format(
         port=port_base + 1, signer_state=SIGNER_STATE, chain=_q(chain),
         nodes=json.dumps([f"{base}/", f"{base}/rpc/1"]), account=_q(WATCHED),
@@ -288,16 +271,15 @@ def watcher_toml(*, port_base: int, slot_seconds: float,
                  config_path: Path | str = "watcher.toml", health: bool = True) -> str:
     """The text of the drill's watcher.toml; ``node_keys`` are (name, public key) in order.
 
-    With ``health`` each node names its API (``health_url``, P+10+i) and a ``[health]``
-    section probes them once per block. No chain key, by construction: public keys,
+    With ``health`` each node names its API (``health_url``, P+10+i), probed once per
+    block by the ``[health]`` defaults. No chain key, by construction: public keys,
     URLs and paths only.
     """
     base = f"http://127.0.0.1:{port_base}"
     nodes_text = "\n".join(WATCHER_NODE_TOML.format(
         name=_q(n), public_key=_q(k), health_url=_health_url_line(port_base, i, health))
         for i, (n, k) in enumerate(node_keys or []))
-    health_text = WATCHER_HEALTH_TOML.format(slot_seconds=slot_seconds,
-                                             probe_interval_s=slot_seconds) if health else ""
+    health_text = WATCHER_HEALTH_TOML if health else ""
     return WATCHER_TOML.format(
         account=_q(WATCHED),
         rpc_nodes=json.dumps([f"{base}/", f"{base}/rpc/1", f"{base}/rpc/2"]),
@@ -363,7 +345,7 @@ def write_service_files(directory: Path, *, port_base: int, chain: str, key_mode
     slot_seconds = _slot_seconds(directory)
     _write_new(signer_path, signer_toml(port_base=port_base, chain=chain, key_mode=key_mode,
                                         node_keys=node_keys, config_path=signer_path,
-                                        slot_seconds=slot_seconds, health=health), 0o644)
+                                        health=health), 0o644)
     watcher_path = directory / "watcher.toml"
     _write_new(watcher_path, watcher_toml(port_base=port_base, slot_seconds=slot_seconds,
                                           node_keys=node_keys, config_path=watcher_path,

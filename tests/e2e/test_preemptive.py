@@ -71,9 +71,9 @@ def drill_system(tmp_path: Path, slot_s: float, *,
     if watcher_source is not None:
         path = directory / "watcher.toml"
         text = path.read_text(encoding="utf-8")
-        line = f'# source_address = "{WATCHER_SOURCE}"'
-        assert line in text, "watcher.toml no longer offers [health] source_address"
-        path.write_text(text.replace(line, f'source_address = "{watcher_source}"'),
+        lines = f'# [health]\n# source_address = "{WATCHER_SOURCE}"'
+        assert lines in text, "watcher.toml no longer offers [health] source_address"
+        path.write_text(text.replace(lines, f'[health]\nsource_address = "{watcher_source}"'),
                         encoding="utf-8")
     with ExitStack() as stack:
         devnet = stack.enter_context(running_devnet(directory, slot_seconds=slot_s,
