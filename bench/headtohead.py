@@ -805,6 +805,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", type=Path, default=REPO / "docs",
                    help="where headtohead.md and headtohead.png go")
     p.add_argument("--no-docs", action="store_true", help="print the JSON only")
+    p.add_argument("--real-interval-json", type=Path, metavar="FILE",
+                   help="add the JSON of a run at --slot-seconds 3 to the docs, in its own "
+                   "section")
     p.add_argument("--from-json", type=Path, metavar="FILE",
                    help="no run: rewrite the docs from the JSON a previous run printed")
     args = p.parse_args(argv)
@@ -814,7 +817,9 @@ def main(argv: list[str] | None = None) -> int:
         doc = run(args)
         print(json.dumps(doc, indent=1))
     if not args.no_docs:
-        write_docs(doc, args.docs)
+        real = None if args.real_interval_json is None else json.loads(
+            args.real_interval_json.read_text(encoding="utf-8"))
+        write_docs(doc, args.docs, real)
     return 0
 
 

@@ -321,18 +321,13 @@ METHOD = """\
 """
 
 
-def write_docs(doc: dict[str, Any], docs: Path) -> None:
-    """docs/headtohead.md (tables, command, machine, notes) and docs/headtohead.png."""
-    run_info, m = doc["run"], doc["run"]["machine"]
-    slot = run_info["slot_seconds"]
+def _result_rows(doc: dict[str, Any]) -> list[str]:
+    """The results table: one row per scenario and tool."""
     rows = ["| scenario | tool | missed blocks p50 / p95 / max | first visible miss → switch "
             "included, s p50 / p95 / max | … in blocks | fault → switch included, s p50 / "
             "p95 / max | switches | pre-emptive | false switches | clobbering switches | "
             "unrecovered | SMS | RPC calls / chain hour |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    ratio_rows = ["| scenario | " + " | ".join(
-        k if s is None else f"{k} {s}" for k, s in RATIO_KEYS) + " |",
-        "|---|" + "---|" * len(RATIO_KEYS)]
     for scenario, res in doc["scenarios"].items():
         for tool in ("ours", "baseline"):
             r = res[tool]
@@ -343,6 +338,43 @@ def write_docs(doc: dict[str, Any], docs: Path) -> None:
                         f"{r.get('preemptive_switches', 0)} | "
                         f"{r['false_switches']} | {r['clobbering_switches']} | "
                         f"{r['unrecovered']} | {r['sms']} | {r['rpc_calls_per_hour']} |")
+    return rows
+
+
+def _real_interval(real: dict[str, Any] | None) -> list[str]:
+    """The section for a second run at the real 3-second slot (none without one)."""
+    if real is None:
+        return []
+    run_info = real["run"]
+    return [
+        f"## At the real {run_info['slot_seconds']:g}-second interval",
+        "",
+        f"The same tools and scenarios ({', '.join(real['scenarios'])}) with one devnet slot "
+        f"lasting {run_info['slot_seconds']:g} s of wall time, as on Hive; "
+        f"{run_info['trials_per_scenario']} trials per scenario and tool, "
+        f"{run_info['elapsed_s']} s:",
+        "",
+        "```sh",
+        run_info["command"],
+        "```",
+        "",
+        *_result_rows(real),
+        "",
+    ]
+
+
+def write_docs(doc: dict[str, Any], docs: Path, real: dict[str, Any] | None = None) -> None:
+    """docs/headtohead.md (tables, command, machine, notes) and docs/headtohead.png.
+
+    ``real``: a second run's document at the real slot length, shown in its own section.
+    """
+    run_info, m = doc["run"], doc["run"]["machine"]
+    slot = run_info["slot_seconds"]
+    rows = _result_rows(doc)
+    ratio_rows = ["| scenario | " + " | ".join(
+        k if s is None else f"{k} {s}" for k, s in RATIO_KEYS) + " |",
+        "|---|" + "---|" * len(RATIO_KEYS)]
+    for scenario, res in doc["scenarios"].items():
         ratio = res["ratio_ours_to_baseline"]
         ratio_rows.append(f"| {scenario} | " + " | ".join(_fmt(v) for v in ratio.values())
                           + " |")
@@ -396,6 +428,7 @@ def write_docs(doc: dict[str, Any], docs: Path) -> None:
         "",
         "![missed blocks per scenario](headtohead.png)",
         "",
+        *_real_interval(real),
         "## Per scenario",
         "",
         *_scenario_notes(doc),
