@@ -275,6 +275,26 @@ def produced_with(svc: Services, key: str, after_block: int) -> Callable[[dict[s
     return done
 
 
+def measure_healthy(svc: Services, seconds: float) -> dict[str, Any]:
+    """The watcher's chain reads and node probes over ``seconds`` of healthy running."""
+    m0, s0 = scrape(svc.metrics_url), quick_status(svc.port)
+    time.sleep(seconds)
+    m1, s1 = scrape(svc.metrics_url), quick_status(svc.port)
+    if any(p.poll() is not None for p in svc.procs):
+        raise TrialError("a process exited during the healthy phase")
+    blocks = int(s1["head_block_number"]) - int(s0["head_block_number"])
+    if blocks <= 0 or s1["witness"]["total_missed"] != s0["witness"]["total_missed"]:
+        raise TrialError("the chain was not healthy during the healthy phase")
+
+    def per_hour(name: str) -> int:
+        return round((m1.get(name, 0.0) - m0.get(name, 0.0)) / blocks * REAL_BLOCKS_PER_HOUR)
+
+    reads, probes = per_hour(RPC_CALLS), per_hour(PROBE_CALLS)
+    return {"seconds": seconds, "blocks": blocks, "chain_reads_per_chain_hour": reads,
+            "probes_per_chain_hour": probes, "total_per_chain_hour": reads + probes,
+            "polls_per_chain_hour": per_hour("witness_watcher_polls_total")}
+
+
 # ---- the scenarios --------------------------------------------------------------------------
 
 
@@ -386,7 +406,7 @@ def targets(scenario: str, missed: dict[str, float], switches: int, trials: int
 
 
 def summarise(trials: list[Trial], failures: list[str], args: argparse.Namespace,
-              elapsed_s: float) -> dict[str, Any]:
+              elapsed_s: float, healthy: dict[str, Any] | None = None) -> dict[str, Any]:
     """The benchmark's JSON document."""
     def dist(name: str) -> dict[str, float]:
         return distribution([v for t in trials if (v := getattr(t, name)) is not None])
@@ -424,6 +444,7 @@ def summarise(trials: list[Trial], failures: list[str], args: argparse.Namespace
             "probes": round(probes / blocks * REAL_BLOCKS_PER_HOUR) if blocks else None,
             "total": round((calls + probes) / blocks * REAL_BLOCKS_PER_HOUR) if blocks else None,
         },
+        "healthy": healthy,
         "crash_delay_slots": dist("delay_slots"),
         "targets": targets(args.scenario, missed, switches, len(trials)),
         "per_trial": [asdict(t) for t in trials],
@@ -444,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slot-seconds", type=float, default=1.0)
     parser.add_argument("--poll-s", type=float, default=0.02,
                         help="devnet.status poll interval while following a trial")
+    parser.add_argument("--healthy-seconds", type=float, default=0.0,
+                        help="measure the watcher's calls over this long a healthy run in "
+                        "the first trial, before its fault (0: skip)")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the drill directories")
     args = parser.parse_args(argv)
@@ -456,6 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     trials: list[Trial] = []
     failures: list[str] = []
+    healthy: dict[str, Any] | None = None
     for index in range(args.trials):
         with ExitStack() as stack:
             prefix = f"preemptive-bench-{args.scenario}-{index}-"
@@ -467,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
                 svc = stack.enter_context(services(directory / "drill",
                                                    free_port_base(below_ephemeral=True),
                                                    args.slot_seconds, args.scenario))
+                if index == 0 and args.healthy_seconds > 0:
+                    healthy = measure_healthy(svc, args.healthy_seconds)
                 trial = run_trial(svc, args.scenario, rng, args.poll_s)
             except (DrillError, ChainError, requests.RequestException, OSError, KeyError,
                     subprocess.SubprocessError) as e:
@@ -479,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{trial.switch_targets} (pre-emptive {trial.preemptive_switches}), "
                   f"crash->switch {trial.crash_to_switch_s} s, refusals {trial.refusals}, "
                   f"{trial.trial_wall_s:.0f} s", file=sys.stderr, flush=True)
-    print(json.dumps(summarise(trials, failures, args, time.monotonic() - started), indent=2))
+    print(json.dumps(summarise(trials, failures, args, time.monotonic() - started, healthy),
+                     indent=2))
     return 0 if trials and not failures else 1
 
 
