@@ -120,8 +120,11 @@ WHY_WORSE = {
                    "signer logs of the run (--keep-dir).",
     "sms": "We send two SMS per switch (switch_requested when the watcher asks, "
            "switch_confirmed when the chain shows it), and we alert on what the seed cannot "
-           "see: a chain halt (chain_halted, then recovered) and too few fresh RPC nodes "
-           "(rpc_unhealthy, then recovered). The seed sends one SMS per switch and nothing "
+           "see: a chain halt (chain_halted, then recovered), too few fresh RPC nodes "
+           "(rpc_unhealthy, then recovered), a producer node going down or out of sync and "
+           "coming back (node_down / node_unhealthy, node_recovered: the first SMS of a "
+           "pre-emptive switch) and a pre-emptive request the signer refused "
+           "(preempt_refused, in partition). The seed sends one SMS per switch and nothing "
            "else. In rpc_fault, rpc_unhealthy comes from the `timeout` variant: a poll waits "
            "rpc_timeout_s = 2 s for the hanging node, which on {slot} s slots is "
            "{timeout_slots:.0f} blocks, so the node read after it is that many blocks ahead "
