@@ -27,12 +27,19 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache --no-logo
 
+# Two phases: the suite on two workers (most tests wait on devnet slots, not on the
+# CPU), then the final scan of every log that run wrote for secrets, which must come
+# after all of them (tests/zz_final reads WITNESS_LOG_SCAN_DIR).
+TESTTMP ?= $(CURDIR)/.pytest-tmp
+
 test: venv lint
 	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall .
-	$(BIN)/pytest -p no:cacheprovider
+	rm -rf $(TESTTMP)
+	$(BIN)/pytest -p no:cacheprovider -n 2 --basetemp=$(TESTTMP)/suite tests/unit tests/integration tests/e2e
+	WITNESS_LOG_SCAN_DIR=$(TESTTMP)/suite $(BIN)/pytest -p no:cacheprovider --basetemp=$(TESTTMP)/scan tests/zz_final
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .pytest-tmp
 
 # Mutation testing, not part of `make test` (minutes per module, CPU-heavy): mutmut over
 # the decision and request-verification modules, one module at a time, each against

@@ -18,6 +18,15 @@ Prints one JSON object:
   from ``signer-state/audit.jsonl`` looked up with
   ``condenser_api.get_transaction``; the wall time is when ``devnet.status``
   first shows the new signing key, i.e. that block applied);
+* the fast path, per trial and summarised (ms; wall clock of one machine):
+  ``visible_to_sent_ms`` (the miss visible to the poller → the watcher's
+  "requesting failover" log line, just before its HTTP request),
+  ``sent_to_signer_broadcast_ms`` (→ the signer's "broadcast tx <id> to" log line,
+  just after a node took the transaction: the signer's share, HTTP and authentication
+  included), ``visible_to_broadcast_ms`` (and ``_slots``: divided by the slot length),
+  ``broadcast_to_included_ms`` (→ the poller first sees the new key). Log times have
+  millisecond resolution, the poller's ``--poll-s``;
+* ``load_average``: ``os.getloadavg()`` at the end of the run (the machine may be shared);
 * ``healthy``: the watcher's RPC calls (``witness_watcher_rpc_calls_total`` on
   ``/metrics``) over ``--healthy-seconds`` of healthy running in the first
   trial, per hour of devnet wall clock and per block x 1200 (3-s blocks);
@@ -89,6 +98,11 @@ class Trial:
     crash_to_visible_s: float
     visible_to_request_s: float | None
     request_to_broadcast_s: float | None
+    visible_to_sent_ms: float | None
+    sent_to_signer_broadcast_ms: float | None
+    visible_to_broadcast_ms: float | None
+    visible_to_broadcast_slots: float | None
+    broadcast_to_included_ms: float | None
     double_production: int
     watcher_rss_kib: int
     trial_wall_s: float
@@ -139,6 +153,29 @@ def quick_status(port: int) -> dict[str, Any]:
     if not isinstance(result, dict):
         raise TrialError("devnet.status: no result")
     return result
+
+
+def log_wall(path: Path, needle: str) -> float | None:
+    """Epoch seconds of the first line of a process log containing ``needle``.
+
+    The processes log with ``%(asctime)s`` (local time, milliseconds).
+    """
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if needle in line:
+            try:
+                return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            except ValueError:
+                continue
+    return None
+
+
+def ms(later: float | None, earlier: float | None) -> float | None:
+    """``later - earlier`` in ms, or None when either is unknown."""
+    return None if later is None or earlier is None else round((later - earlier) * 1000, 1)
 
 
 def audit_wall(event: dict[str, Any]) -> float:
@@ -264,7 +301,7 @@ def run_trial(svc: Services, rng: random.Random, poll_s: float) -> Trial:
     base_missed = crashed["witness"]["total_missed"]
     crash_head = crashed["head_block_number"]
 
-    visible_t = visible_wall = switched_t = None
+    visible_t = visible_wall = switched_t = switched_wall = None
     switched_head = None
     deadline = crash_t + 6 * round_s + 20
     while True:
@@ -276,6 +313,7 @@ def run_trial(svc: Services, rng: random.Random, poll_s: float) -> Trial:
             if w["signing_key"] != keys["backup1"]:
                 raise TrialError(f"switched to an unexpected key {w['signing_key']}")
             switched_t, switched_head = now, status["head_block_number"]
+            switched_wall = wall
         if (switched_head is not None and w["last_confirmed_block_num"] > crash_head
                 and w["signing_key"] == keys["backup1"]):
             produced = client.call("condenser_api.get_block", [w["last_confirmed_block_num"]])
@@ -305,6 +343,13 @@ def run_trial(svc: Services, rng: random.Random, poll_s: float) -> Trial:
     visible_block = first_block_after_gap(client, crash_head, included) or included
     request = next((e for e in events if e.get("event") == "request"), None)
     broadcast = next((e for e in events if e.get("event") == "broadcast"), None)
+    # The watcher's "requesting failover" line is logged just before the HTTP request;
+    # the signer's "broadcast tx <id> to" line just after the node took the transaction.
+    sent_wall = log_wall(svc.directory / "watcher.log", "requesting failover")
+    tx_id = (broadcast.get("data") or {}).get("tx_id") if broadcast else None
+    signer_sent = log_wall(svc.directory / "signer.log", f"broadcast tx {tx_id} to") \
+        if tx_id else None
+    to_broadcast = ms(signer_sent, visible_wall)
     return Trial(
         delay_slots=round(delay_slots, 2),
         missed_blocks=missed,
@@ -318,6 +363,12 @@ def run_trial(svc: Services, rng: random.Random, poll_s: float) -> Trial:
         else round(audit_wall(request) - visible_wall, 3),
         request_to_broadcast_s=None if request is None or broadcast is None
         else round(audit_wall(broadcast) - audit_wall(request), 3),
+        visible_to_sent_ms=ms(sent_wall, visible_wall),
+        sent_to_signer_broadcast_ms=ms(signer_sent, sent_wall),
+        visible_to_broadcast_ms=to_broadcast,
+        visible_to_broadcast_slots=None if to_broadcast is None
+        else round(to_broadcast / 1000 / slot_s, 2),
+        broadcast_to_included_ms=ms(switched_wall, signer_sent),
         double_production=int(status["double_production"]),
         watcher_rss_kib=rss,
         trial_wall_s=round(time.monotonic() - start, 2),
@@ -361,6 +412,12 @@ def summarise(trials: list[Trial], failures: list[str], healthy: dict[str, Any] 
         "crash_to_visible_s": field("crash_to_visible_s"),
         "visible_to_request_s": field("visible_to_request_s"),
         "request_to_broadcast_s": field("request_to_broadcast_s"),
+        "visible_to_sent_ms": field("visible_to_sent_ms"),
+        "sent_to_signer_broadcast_ms": field("sent_to_signer_broadcast_ms"),
+        "visible_to_broadcast_ms": field("visible_to_broadcast_ms"),
+        "visible_to_broadcast_slots": field("visible_to_broadcast_slots"),
+        "broadcast_to_included_ms": field("broadcast_to_included_ms"),
+        "load_average": list(os.getloadavg()),
         "crash_delay_slots": field("delay_slots"),
         "double_production_total": sum(t.double_production for t in trials),
         "healthy": healthy,
@@ -413,7 +470,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"trial {index}: FAILED {e}", file=sys.stderr, flush=True)
                 continue
             trials.append(trial)
-            print(f"trial {index}: missed {trial.missed_blocks}, visible->included "
+            print(f"trial {index}: missed {trial.missed_blocks}, visible->sent "
+                  f"{trial.visible_to_sent_ms} ms, sent->broadcast "
+                  f"{trial.sent_to_signer_broadcast_ms} ms, visible->broadcast "
+                  f"{trial.visible_to_broadcast_ms} ms, visible->included "
                   f"{trial.visible_to_included_s:.3f} s / {trial.visible_to_included_blocks} "
                   f"block(s), {trial.trial_wall_s:.1f} s", file=sys.stderr, flush=True)
     print(json.dumps(summarise(trials, failures, healthy, args, time.monotonic() - started),

@@ -17,8 +17,11 @@ throwaway drill directory (``witness-devnet init --fast-kdf``); everything talks
    accepted kinds (and the 409) include the signer's own RPC read of the witness from
    the devnet, but no broadcast or block inclusion ("chain time"). ``devnet_chain_read``
    times that read alone, over keep-alive (as the signer does) and fresh connections.
-3. ``GET /v1/status`` latency while a separate process sends forged failover requests
-   (bounded: rate x seconds requests, at most seconds + 10 s) to the signer.
+3. Latency of legitimate requests while a separate process sends forged failover requests
+   (bounded: rate x seconds requests, at most seconds + 10 s) to the signer: ``GET
+   /v1/status`` (``status_under_flood``) and, every 4th request of the same loop, an
+   authentic failover ask refused with 409 "no evidence" (``refused_no_evidence_under_flood``:
+   the whole decision path, chain read and SQLite write included).
 
 The signer allows 30 failover asks a minute per client, so the bench adds throwaway
 watcher clients to its drill's signer.toml and spreads the 409 and dry-run samples
@@ -70,8 +73,11 @@ from shared.httpsig import (
 from shared.rpc import JsonRpcClient
 
 HOST = "127.0.0.1"
-EXTRA_WATCHERS = 20  # x 30 asks/min each: room for the 409 and dry-run series
-FLOOD_CONNECTIONS = 32
+EXTRA_WATCHERS = 40  # x 30 asks/min each: room for the 409, 409-under-flood and dry-run series
+ASK_EVERY = 4  # under the flood, every 4th legitimate request is a failover ask (409)
+# Under the signer's per-source cap (max_connections_per_source, 32 by default) with room for
+# the bench's own client: at 32, one flood connection was refused and reset on every retry.
+FLOOD_CONNECTIONS = 24
 FLOOD_POOL = 5000  # distinct forged requests, cycled; a forged nonce is never spent
 # Any well-formed key: authentication does not read the body, and forged requests never get
 # further than the signature check.
@@ -332,13 +338,17 @@ def bench_chain_read(drill: Path, samples: int) -> dict[str, Any]:
     for name, factory in (("keep_alive", requests.Session), ("connection_close", closing_session)):
         rpc = JsonRpcClient(config.rpc_nodes, timeout_s=config.rpc_timeout_s,
                             session_factory=factory)
-        times = []
+        times, failed = [], 0
         for _ in range(samples):
             t0 = time.perf_counter()
-            for url in config.rpc_nodes:
-                rpc.read_node(url, "alice")
+            try:
+                for url in config.rpc_nodes:
+                    rpc.read_node(url, "alice")
+            except ChainError:  # e.g. a closing connection reused under load: count, go on
+                failed += 1
+                continue
             times.append(time.perf_counter() - t0)
-        out[name] = percentiles_ms(times)
+        out[name] = {**percentiles_ms(times), "failed": failed}
     return out
 
 
@@ -384,10 +394,20 @@ def bench_http(devnet: DevnetClient, signer: subprocess.Popen[bytes], port: int,
         cpu_before, t_before = cpu_seconds(signer.pid), time.monotonic()
         end = t_before + args.flood_seconds
         times, codes = [], Counter[int]()
-        while time.monotonic() < end:
-            code, _, elapsed = client.send("GET", "/v1/status", b"", watcher, "watcher")
-            times.append(elapsed)
-            codes[code] += 1
+        ask_times, ask_codes = [], Counter[int]()
+        for i in itertools.count():
+            if time.monotonic() >= end:
+                break
+            if i % ASK_EVERY == ASK_EVERY - 1:
+                keyid, key = asker(i // ASK_EVERY + 2 * n)
+                code, _, elapsed = client.send("POST", "/v1/failover",
+                                               failover_body(primary, missed), key, keyid)
+                ask_times.append(elapsed)
+                ask_codes[code] += 1
+            else:
+                code, _, elapsed = client.send("GET", "/v1/status", b"", watcher, "watcher")
+                times.append(elapsed)
+                codes[code] += 1
             time.sleep(args.flood_gap_s)
         cpu_after, t_after = cpu_seconds(signer.pid), time.monotonic()
         flood_doc = json.loads(proc.stdout.readline())
@@ -403,6 +423,12 @@ def bench_http(devnet: DevnetClient, signer: subprocess.Popen[bytes], port: int,
         signer_cpu_percent_of_one_core=None if cpu_before is None or cpu_after is None
         else round(100 * (cpu_after - cpu_before) / (t_after - t_before), 1),
         flood=flood_doc)
+    out["refused_no_evidence_under_flood"] = series_doc(
+        f"POST /v1/failover, authentic, no new misses -> 409 (every {ASK_EVERY}th legitimate "
+        "request in the same loop as status_under_flood, same flood; chain read and a stored "
+        "refused request included)", ask_times, ask_codes,
+        baseline_p50_ms=out["refused_no_evidence"]["p50_ms"],
+        baseline_p99_ms=out["refused_no_evidence"]["p99_ms"])
 
     devnet.call("devnet.stop_node", {"name": "primary"})
     deadline = time.monotonic() + 60
@@ -412,7 +438,7 @@ def bench_http(devnet: DevnetClient, signer: subprocess.Popen[bytes], port: int,
         time.sleep(0.1)
     times, codes, last = client.series(n, lambda i: client.send(
         "POST", "/v1/failover", failover_body(primary, missed + 1, dry_run=True),
-        asker(i + n)[1], asker(i + n)[0]))
+        asker(i + n + 2 * n)[1], asker(i + n + 2 * n)[0]))
     out["accepted_dry_run"] = series_doc(
         "POST /v1/failover dry_run, authentic, primary stopped and a new miss on chain -> "
         "200 'switch' (includes the signer's RPC read; nothing broadcast)", times, codes,

@@ -111,10 +111,10 @@ DRILL_PORT_SPAN = 13
 
 
 def free_port_base(span: int = DRILL_PORT_SPAN, attempts: int = 200, *,
-                   below_ephemeral: bool = False) -> int:
+                   below_ephemeral: bool = True) -> int:
     """A port P such that P .. P+span-1 are free on 127.0.0.1 right now.
 
-    ``below_ephemeral`` picks P under the kernel's ephemeral range: a harness
+    ``below_ephemeral`` (the default) picks P under the kernel's ephemeral range: a harness
     that restarts services on P+1.. many times must not see an outgoing
     connection take one of those ports in between.
 

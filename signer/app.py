@@ -41,7 +41,13 @@ from signer.config import SignerConfig, TwilioConfig
 from signer.executor import Executor
 from signer.failpoints import ENV_NAME as FAILPOINT_ENV
 from signer.failpoints import Failpoints
-from signer.keystore import Keystore, PassphraseSource, Secret, read_passphrase
+from signer.keystore import (
+    Keystore,
+    PassphraseSource,
+    Secret,
+    read_passphrase,
+    warm_up_signing,
+)
 from signer.lifecycle import Lifecycle
 from signer.privatefile import read_private_file
 from signer.probes import NodeProber, ProbeTarget
@@ -227,6 +233,7 @@ def build_service(config: SignerConfig, *,
         keystore = Keystore.open(config.keystore_path, read_passphrase(sources))
         stack.callback(keystore.close)
         _check_usable(config, keystore)
+        warm_up_signing()
         clients = {c.keyid: Client(c.keyid, c.role, load_public_key(c.public_key_path))
                    for c in config.clients}
         response_key = load_private_key(config.signer_key_path)
@@ -237,12 +244,20 @@ def build_service(config: SignerConfig, *,
         # beembase (the serialiser) loads with the chain adapter, not with the CLI's
         # state-only commands, which import this module too.
         from signer.chain import RpcSignerChain  # noqa: PLC0415
+        from signer.heads import HeadCache, HeadRefresher  # noqa: PLC0415
 
+        heads = HeadCache(max_age_s=config.stale_after.total_seconds())
         chain = RpcSignerChain(JsonRpcClient(config.rpc_nodes, timeout_s=config.rpc_timeout_s),
                                keystore, profile=config.chain, witness=config.policy.witness,
                                key_mode=config.policy.key_mode, quorum=config.quorum,
                                tracker=HeadTracker(config.stale_after),
-                               tx_expiration=config.tx_expiration, clock=clock)
+                               tx_expiration=config.tx_expiration, clock=clock,
+                               heads=heads)
+        # TaPoS and node freshness kept per block, so a decision reads only the witness.
+        stack.callback(chain.close)
+        refresher = HeadRefresher(chain.refresh_heads, heads)
+        stack.callback(refresher.stop)  # before chain.close (last in, first out)
+        refresher.start()
         closers: list[Callable[[], object]] = []
         if notifier is None:
             notifier, close_notifier = build_notifier(config, clock)

@@ -137,6 +137,9 @@ def diagnose(msg: HttpMessage, error: AuthError, known: Callable[[str], bool], n
     return rejection("key_or_signature")
 
 
+_FAILURE_LINES_PER_S = 5  # authentication failures logged one by one per wall second
+
+
 class Window:
     """Counts events inside a sliding window, up to ``limit + 1`` (bounded under a flood)."""
 
@@ -170,6 +173,9 @@ class Authenticator:
         self._failures = Window(timedelta(minutes=1), alert_per_min)
         self._last_alert: datetime | None = None
         self.failures_total = 0  # for the metrics
+        self._log_second = 0  # the wall second whose failures are being logged
+        self._logged = 0  # failure lines logged in that second
+        self._unlogged = 0  # failures counted but not logged one by one since then
 
     def authenticate(self, msg: HttpMessage, route: str) -> Authenticated:
         """Verify ``msg`` (RFC 9421 profile, SQLite nonces) and check the route's roles.
@@ -201,7 +207,23 @@ class Authenticator:
                 self._last_alert is None or now - self._last_alert >= self._alert_interval)
             if alert:
                 self._last_alert = now
-        log.warning("authentication failed: %s", error)
+            # SECURITY: T3 — under a flood of forged requests one log line each was a
+            # quarter of the signer's CPU; log a burst per second, count the rest.
+            second = int(now.timestamp())
+            unlogged = 0
+            if second != self._log_second:
+                self._log_second, self._logged = second, 0
+                unlogged, self._unlogged = self._unlogged, 0
+            log_it = self._logged < _FAILURE_LINES_PER_S
+            if log_it:
+                self._logged += 1
+            else:
+                self._unlogged += 1
+        if unlogged:
+            log.warning("%d more authentication failures were counted but not logged one "
+                        "by one", unlogged)
+        if log_it:
+            log.warning("authentication failed: %s", error)
         if alert:
             notify_safely(self._notifier, "auth_failures",
                           f"more than {count - 1} failed authentications in the last minute "

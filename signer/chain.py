@@ -17,9 +17,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from shared.chaindata import DynamicProps, WitnessInfo, parse_dgpo
+from shared.chaindata import DynamicProps, WitnessInfo, parse_dgpo, parse_witness
 from shared.chains import MAX_EXPIRATION_S, ChainProfile
 from shared.clock import Clock
 from shared.errors import (
@@ -32,6 +33,7 @@ from shared.errors import (
     PolicyError,
 )
 from shared.rpc import HeadTracker, JsonRpcClient, NodeReading, RpcRejectedError
+from signer.heads import HeadCache
 from signer.keystore import Keystore
 from signer.policy import ChainView, KeyMode
 from signer.ports import BuiltTransaction, Inclusion, WitnessReading
@@ -64,6 +66,7 @@ log = logging.getLogger(__name__)
 
 READ_ATTEMPTS = 3  # reads that straddle a block disagree; a liar keeps disagreeing
 READ_RETRY_S = 0.3
+TAPOS_WINDOW = 0x10000  # ref_block_num is 16 bits: the TaPoS block must be among the last 65,536
 
 
 class RpcSignerChain:
@@ -71,7 +74,8 @@ class RpcSignerChain:
 
     def __init__(self, rpc: JsonRpcClient, keystore: Keystore, *, profile: ChainProfile,
                  witness: str, key_mode: KeyMode, quorum: int, tracker: HeadTracker,
-                 tx_expiration: timedelta, clock: Clock) -> None:
+                 tx_expiration: timedelta, clock: Clock, heads: HeadCache | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         if not 1 <= quorum <= len(rpc.urls):
             raise ConfigError(f"must be 1..{len(rpc.urls)}", field="chain.quorum")
         if not 0 < int(tx_expiration.total_seconds()) <= MAX_EXPIRATION_S:
@@ -79,9 +83,39 @@ class RpcSignerChain:
         self._rpc, self._keystore, self._profile = rpc, keystore, profile
         self._witness, self._mode, self._quorum = witness, key_mode, quorum
         self._tracker, self._lifetime, self._clock = tracker, tx_expiration, clock
+        self._heads, self._monotonic = heads, monotonic
         self._lock = threading.Lock()
         self._verified: set[str] = set()
         self._chain_checked = False
+        # One head read per node at a time: the refresh thread and a decision's inline read
+        # must not race, or an older answer observed after a newer one looks like a
+        # lagging backend (HeadTracker: "went backwards") and drops an honest node.
+        self._node_locks = {url: threading.Lock() for url in rpc.urls}
+        # Every node is read at once: a decision waits for the slowest node, not their sum.
+        # Pool threads live on, so each keeps its keep-alive session (JsonRpcClient's is
+        # per thread). Two per node: a head refresh stuck on a dead node's timeout never
+        # makes a decision's read of a live node queue behind it.
+        self._pool = ThreadPoolExecutor(max_workers=2 * len(rpc.urls),
+                                        thread_name_prefix="signer-rpc")
+
+    def close(self) -> None:
+        """Stop the node-reading threads."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def heads(self) -> HeadCache | None:
+        """The per-block head cache fed by :meth:`refresh_heads`, if any."""
+        return self._heads
+
+    def _each_node(self, read: Callable[[str], NodeReading | None]) -> list[NodeReading]:
+        """``read`` on every node in parallel; answers in node order, None dropped.
+
+        Raises:
+            ChainDataError: a node is on another chain (from :meth:`_reachable`).
+        """
+        futures = [self._pool.submit(read, url) for url in self._rpc.urls]
+        results = [f.result() for f in futures]
+        return [r for r in results if r is not None]
 
     def check_chain_id(self) -> None:
         """Verify every reachable node's get_config chain id equals the profile's.
@@ -90,7 +124,8 @@ class RpcSignerChain:
             ChainDataError: a node is on another chain or reports no chain id.
             ChainUnavailableError: no node answered.
         """
-        if not sum(self._reachable(url) for url in self._rpc.urls):
+        futures = [self._pool.submit(self._reachable, url) for url in self._rpc.urls]
+        if not sum(f.result() for f in futures):
             raise ChainUnavailableError("no RPC node answered the chain id check")
         with self._lock:
             self._chain_checked = True
@@ -117,22 +152,69 @@ class RpcSignerChain:
             self._verified.add(url)
         return True
 
-    def _fresh_readings(self) -> list[NodeReading]:
-        """Readings of verified nodes whose head still advances; others are dropped."""
-        now, fresh = self._clock.now(), []
-        for url in self._rpc.urls:
-            if not self._reachable(url):
-                continue
-            try:
+    def _fresh_readings(self, *, cached_heads: bool = False) -> list[NodeReading]:
+        """Readings of verified nodes whose head still advances (in parallel); others dropped.
+
+        With ``cached_heads``, a node whose head the refresh read recently (and found
+        advancing) is asked for the witness only; its head is the cached one.
+        """
+        return self._each_node(lambda url: self._read_node(url, cached_heads))
+
+    def _read_node(self, url: str, cached_heads: bool) -> NodeReading | None:
+        if not self._reachable(url):
+            return None
+        cached = (self._heads.usable(url, self._monotonic())
+                  if cached_heads and self._heads is not None else None)
+        try:
+            if cached is not None:
+                witness = parse_witness(self._rpc.call_node(
+                    url, "condenser_api.get_witness_by_account", [self._witness]), self._witness)
+                return NodeReading(url, cached, witness)
+            with self._node_locks[url]:
                 reading = self._rpc.read_node(url, self._witness)
+                fresh = self._observe(url, reading.props)
+        except ChainError as e:
+            log.warning("no witness reading from %s: %s", url, e)
+            return None
+        if not fresh:
+            log.warning("%s is stale at block %d; ignored", url, reading.props.head_block_number)
+            return None
+        return reading
+
+    def refresh_heads(self) -> None:
+        """Read every verified node's head (in parallel) into the head cache; once per block.
+
+        A node that fails to answer loses its cached head; one on another chain is
+        never read (nor cached). Nothing here raises: the next decision reads inline.
+        """
+        cache = self._heads
+        if cache is None:
+            return
+        with self._lock:
+            checked = self._chain_checked
+        if not checked:
+            return
+
+        def refresh(url: str) -> NodeReading | None:
+            try:
+                if not self._reachable(url):
+                    cache.forget(url)
+                    return None
+                with self._node_locks[url]:
+                    self._observe(url, parse_dgpo(self._rpc.call_node(
+                        url, "condenser_api.get_dynamic_global_properties", [])))
             except ChainError as e:
-                log.warning("no witness reading from %s: %s", url, e)
-                continue
-            if self._tracker.observe(url, reading.props.head_block_number, now):
-                fresh.append(reading)
-            else:
-                log.warning("%s is stale at block %d; ignored", url,
-                            reading.props.head_block_number)
+                cache.forget(url)
+                log.debug("head refresh of %s: %s", url, e)
+            return None
+
+        self._each_node(refresh)
+
+    def _observe(self, url: str, props: DynamicProps) -> bool:
+        """Tell the stale-head tracker (and the head cache) ``url``'s head; True if fresh."""
+        fresh = self._tracker.observe(url, props.head_block_number, self._clock.now())
+        if self._heads is not None:
+            self._heads.record(url, props, fresh=fresh, at=self._monotonic())
         return fresh
 
     def _enough(self, fresh: list[NodeReading]) -> None:
@@ -144,13 +226,18 @@ class RpcSignerChain:
         """Read the witness from ``quorum`` fresh nodes that agree; keep the raw reading.
 
         Nodes must agree on key, total_missed, url and props (what build() sends back).
+        The nodes are read in parallel. With a head cache, the first attempt asks each
+        node only for the witness and takes its head (stale-head verdict, TaPoS block,
+        chain time) from the per-block refresh, if the node was fresh and the head is at
+        most two block intervals old; otherwise, and on a retry, the head is read inline.
 
         Raises:
             ChainUnavailableError: fewer than ``quorum`` fresh nodes answered.
             ChainDataError: enough answered but they disagree, or a node is on another chain.
         """
         for attempt in range(READ_ATTEMPTS):
-            fresh = self._fresh_readings()
+            # The first attempt takes heads from the per-block cache; a retry reads inline.
+            fresh = self._fresh_readings(cached_heads=attempt == 0)
             self._enough(fresh)
             ranked = Counter(_agreement_key(r.witness) for r in fresh).most_common()
             best, count = ranked[0]
@@ -167,6 +254,9 @@ class RpcSignerChain:
         newest = max((r.props for r in agreeing), key=lambda p: p.head_block_number)
         # TaPoS refers to a block every agreeing node already has, whichever one takes it.
         common = min((r.props for r in agreeing), key=lambda p: p.head_block_number)
+        if newest.head_block_number - common.head_block_number >= TAPOS_WINDOW:
+            raise ChainDataError(f"TaPoS block {common.head_block_number} is not among the "
+                                 f"last {TAPOS_WINDOW} blocks (head {newest.head_block_number})")
         w = agreeing[0].witness
         view = ChainView(head_block_num=newest.head_block_number, signing_key=w.signing_key,
                          total_missed=w.total_missed, url=w.url, props=dict(w.props),
@@ -184,17 +274,18 @@ class RpcSignerChain:
             ChainUnavailableError: no fresh node answered.
             ChainDataError: a node is on another chain.
         """
-        now = self._clock.now()
         for url in self._rpc.urls:
             if not self._reachable(url):
                 continue
             try:
-                head = parse_dgpo(self._rpc.call_node(
-                    url, "condenser_api.get_dynamic_global_properties", []))
+                with self._node_locks[url]:
+                    head = parse_dgpo(self._rpc.call_node(
+                        url, "condenser_api.get_dynamic_global_properties", []))
+                    fresh = self._observe(url, head)
             except ChainError as e:
                 log.warning("no head from %s: %s", url, e)
                 continue
-            if self._tracker.observe(url, head.head_block_number, now):
+            if fresh:
                 return head
         raise ChainUnavailableError("no fresh RPC node gave its head block")
 
@@ -203,7 +294,8 @@ class RpcSignerChain:
 
         Url, props and the current key come from ``reading.witness`` and TaPoS from
         ``reading.head``: the transaction says what the decision was made on. A
-        fresh reading (at execution time) gives fresh TaPoS; nothing is reused.
+        fresh reading (at execution time) gives fresh TaPoS (a head of the last block
+        interval or two, from the per-block refresh); no transaction is reused.
 
         Raises:
             ChainDataError: the chain id was not checked, or the chain's data is unusable.

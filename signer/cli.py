@@ -76,8 +76,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = command("serve", "open the keystore, check the nodes' chain id, reconcile interrupted "
             "switches, then serve the API (one process: a gevent front reads each request "
-            "under deadlines, the app runs on signer.threads threads) until SIGTERM; refuses to start on a bad config, "
-            "keystore, passphrase, file mode or chain id")
+            "under deadlines, the app runs on signer.threads threads) until SIGTERM; "
+            "refuses to start on a bad config, keystore, passphrase, file mode or chain id")
     serve.add_argument("--log-format", choices=LOG_FORMATS, default="text",
                        help="text lines (default) or JSON lines (one object per line)")
     command("status", "show the witness as each configured RPC node reports it, and the "

@@ -36,21 +36,23 @@ from signer.failpoints import Failpoints
 from signer.health import HealthSnapshot
 from signer.lifecycle import OPEN_STATES, Lifecycle
 from signer.messages import pending_notice, request_evidence
-from signer.policy import (
+from signer.operator_policy import (
     OPERATOR_KINDS,
     Arm,
+    OperatorAsk,
+    decide_operator,
+    deny_hold_refusal,
+)
+from signer.policy import (
     ChainView,
     Disable,
     Evidence,
     FailoverAsk,
     History,
-    OperatorAsk,
     PolicyConfig,
     Refuse,
     Switch,
     decide,
-    decide_operator,
-    deny_hold_refusal,
 )
 from signer.ports import SignerChain, WitnessReading
 from signer.probes import NodeProber

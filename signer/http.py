@@ -133,7 +133,9 @@ def create_app(service: SignerService, max_body_bytes: int) -> Flask:
 
     @app.errorhandler(AuthError)
     def unauthorized(e: AuthError) -> Response:
-        log.warning("%s %r: unauthorized: %s", request.method, request.path, e)
+        # The authenticator logged a rejection already (a burst per second under a flood).
+        log.log(logging.DEBUG if isinstance(e, RejectedRequestError) else logging.WARNING,
+                "%s %r: unauthorized: %s", request.method, request.path, e)
         g.pop("auth", None)  # SECURITY: never sign an answer to an unverified request
         if not isinstance(e, RejectedRequestError):
             return respond(Answer(401, {"error": "unauthorized"}))

@@ -28,6 +28,7 @@ import nacl.secret
 import nacl.utils
 from beemgraphenebase.account import PrivateKey, PublicKey
 from beemgraphenebase.base58 import base58CheckDecode, base58CheckEncode
+from beemgraphenebase.ecdsasig import sign_message, verify_message
 
 from shared.chains import ADDRESS_PREFIX
 from shared.errors import KeystoreError
@@ -280,6 +281,21 @@ class Keystore:
         if not any(entry._raw):
             raise KeystoreError("keystore is closed")
         return entry._raw
+
+
+def warm_up_signing() -> None:
+    """Sign and verify once with a throwaway key, so the first real switch is not the
+    first signature of the process (the curve's tables are built lazily: that first
+    one costs about twice a later one, on the failover's critical path).
+
+    Raises:
+        KeystoreError: signing does not work in this environment.
+    """
+    throwaway = PrivateKey()
+    try:
+        verify_message(b"warm-up", sign_message(b"warm-up", str(throwaway)))
+    except Exception as e:  # noqa: BLE001 - beem raises bare Exception/AssertionError
+        raise KeystoreError(f"signing does not work: {type(e).__name__}") from None
 
 
 def create_keystore(

@@ -20,14 +20,16 @@ from shared.chains import NULL_KEY
 from shared.errors import RequestInvalidError
 from signer.health import HealthSnapshot
 from signer.lifecycle import http_status, refusal_detail, refusal_rule
-from signer.policy import (
+from signer.operator_policy import (
     OPERATOR_KINDS,
+    OperatorKind,
+)
+from signer.policy import (
     Approval,
     Decision,
     Evidence,
     EvidenceKind,
     FailoverAsk,
-    OperatorKind,
     Refuse,
     Switch,
 )

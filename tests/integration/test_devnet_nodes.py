@@ -263,7 +263,7 @@ def ported_config(base: int, *, given: bool) -> DevnetConfig:
 
 def test_busy_default_port_falls_back_to_a_free_one() -> None:
     """A derived node port already in use is replaced by a free port, shown in the status."""
-    base = free_port_base(below_ephemeral=True)
+    base = free_port_base()
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", base + 10))
         squatter.listen()
@@ -281,7 +281,7 @@ def test_busy_default_port_falls_back_to_a_free_one() -> None:
 
 def test_busy_named_port_stops_the_start_and_leaves_nothing_open() -> None:
     """A node port named in devnet.toml and in use is a ConfigError; no listener stays."""
-    base = free_port_base(below_ephemeral=True)
+    base = free_port_base()
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", base + 11))
         squatter.listen()

@@ -61,7 +61,7 @@ def test_cli_status_and_node_commands(devnet: RunningDevnet) -> None:
 
 def test_node_apis_listen_at_port_base_plus_ten(tmp_path: Path) -> None:
     """Node i's own API is on P+10+i (from devnet.toml) and names the node; stop refuses."""
-    base = free_port_base(below_ephemeral=True)
+    base = free_port_base()
     with running_devnet(tmp_path / "drill", port_base=base) as devnet:
         check_node_apis(devnet)
 

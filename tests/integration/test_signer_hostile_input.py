@@ -192,7 +192,7 @@ def test_failed_login_is_counted(served: Served) -> None:
 
 
 def test_served_signer_answers_oversized_chunked_body_with_413(devnet: RunningDevnet) -> None:
-    """`witness-signer serve` (the gevent front) also answers 413 to a signed oversized chunked body.
+    """`witness-signer serve` (the gevent front) answers 413 to a signed oversized chunked body too.
 
     The deployed server, not the test server: the front de-chunks the body itself, and the
     signer must still see it as oversized rather than cut it and fail the digest (401).

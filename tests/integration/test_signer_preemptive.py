@@ -290,7 +290,9 @@ def test_manual_mode_shows_the_health_evidence(devnet: RunningDevnet, tmp_path: 
         capsys.readouterr()
         assert cli.main(["pending", "--config", str(config)]) == 0
         out = capsys.readouterr().out
-        assert f"{doc['request_id']}: pre-emptive: watcher says primary node_down" in out
+        line, health = out.splitlines()[:2]
+        assert line.startswith(f"{doc['request_id'][:12]}  primary -> backup1")
+        assert health.startswith("    pre-emptive: watcher says primary node_down")
         assert "primary down" in out
         assert "backup1 healthy" in out
 

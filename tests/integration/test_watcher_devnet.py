@@ -165,7 +165,7 @@ class SignerProcess:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        """SIGTERM its process group (the service and anything it started), SIGKILL if it lingers."""
+        """SIGTERM its process group (the service and what it started); SIGKILL if it lingers."""
         if self.proc is None or self.proc.poll() is not None:
             return
         os.killpg(self.proc.pid, signal.SIGTERM)

@@ -161,7 +161,9 @@ def signer_saw(devnet: RunningDevnet, request_id: str) -> str:
     audit = devnet.dir / "signer-state" / "audit.jsonl"
     for line in audit.read_text(encoding="utf-8").splitlines() if audit.exists() else []:
         record = json.loads(line)
-        if record.get("request_id") == request_id:
+        # The signer's audit names its own id and the watcher's (client_request_id).
+        if request_id in {record.get("request_id"),
+                          record.get("data", {}).get("client_request_id")}:
             return str(record.get("event"))
     log = (devnet.dir / "signer.log").read_text(encoding="utf-8", errors="replace")
     return "422" if "invalid (422): unknown field 'evidence'" in log else ""

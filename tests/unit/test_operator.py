@@ -16,18 +16,20 @@ from shared.chains import NULL_KEY
 from shared.errors import RequestInvalidError
 from signer.lifecycle import AmbiguousIdError, Lifecycle, RequestNotFoundError, http_status
 from signer.messages import node_label, parse_operator, pending_line, pending_summary
-from signer.policy import (
+from signer.operator_policy import (
     Arm,
+    OperatorAsk,
+    decide_operator,
+    deny_hold_refusal,
+)
+from signer.policy import (
     ChainView,
     Disable,
     FailoverAsk,
     History,
-    OperatorAsk,
     PolicyConfig,
     Refuse,
     Switch,
-    decide_operator,
-    deny_hold_refusal,
 )
 from signer.records import Armed
 from signer.schema import SCHEMA_VERSION

@@ -1,8 +1,10 @@
 """Runs last: no log written during the suite holds a private key, passphrase or API token.
 
 pytest orders test directories by name, so ``zz_final`` follows every signer,
-watcher and devnet scenario of the run. It reads every ``*.log`` file under the
-session's temporary directory (the devnet, signer and watcher processes write
+watcher and devnet scenario of a one-process run. ``make test`` runs the suite on
+two workers first and this scan afterwards, pointing it at that run's temporary
+directory with ``WITNESS_LOG_SCAN_DIR``. It reads every ``*.log`` file under the
+scanned directory (the devnet, signer and watcher processes write
 their logs into their drill directories there; in-process logs go to
 ``inprocess.log``) and every secret those scenarios used: the WIFs in each
 drill's ``devnet.toml``, each keystore passphrase, and the local Twilio token.
@@ -10,6 +12,7 @@ drill's ``devnet.toml``, each keystore passphrase, and the local Twilio token.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -41,7 +44,7 @@ def secrets_used(base: Path) -> dict[str, str]:
 
 def test_no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> None:
     """No log line of the whole run contains a WIF, raw key, passphrase or Twilio token."""
-    base = tmp_path_factory.getbasetemp()
+    base = Path(os.environ.get("WITNESS_LOG_SCAN_DIR") or tmp_path_factory.getbasetemp())
     logs = [p for pattern in ("*.log", "*.out", "*.err") for p in base.rglob(pattern)
             if p.is_file()]
     drills = list(base.rglob("devnet.toml"))
