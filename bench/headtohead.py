@@ -16,7 +16,7 @@ hour, and the ratios ours/baseline) and writes ``docs/headtohead.md`` and
 ``docs/headtohead.png``. Needs the ``drill`` and ``bench`` extras:
 
     .venv/bin/pip install -e '.[drill,bench]'
-    .venv/bin/python bench/headtohead.py            # --trials 5: about 13 min on 2 cores
+    .venv/bin/python bench/headtohead.py            # --trials 5: about 16 min on 2 cores
 """
 
 from __future__ import annotations
@@ -795,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run, print the JSON, write the Markdown report and the chart."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=5,
-                   help="trials per scenario and tool (default 5: about 13 min on 2 cores)")
+                   help="trials per scenario and tool (default 5: about 16 min on 2 cores)")
     p.add_argument("--slot-seconds", type=float, default=0.2,
                    help="devnet wall seconds per 3-second chain slot (default 0.2)")
     p.add_argument("--seed", type=int, default=1, help="seed of the trial parameters")
