@@ -1,7 +1,7 @@
 """Head-to-head: this design against the seed script's, on one devnet and the same outages.
 
 Starts one devnet (``witness-devnet init --fast-kdf`` + ``serve``) and runs, for
-each of six scenarios and ``--trials`` randomized trials, the same outage once
+each of eight scenarios and ``--trials`` randomized trials, the same outage once
 with our signer + watcher and once with the seed script's behaviour
 (``bench/baseline.py``), alternating which goes first. Both tools get a fresh
 start per trial; between trials the chain is reset with a ``witness_update``
@@ -16,7 +16,7 @@ hour, and the ratios ours/baseline) and writes ``docs/headtohead.md`` and
 ``docs/headtohead.png``. Needs the ``drill`` and ``bench`` extras:
 
     .venv/bin/pip install -e '.[drill,bench]'
-    .venv/bin/python bench/headtohead.py            # --trials 5: about 13 min on 2 cores
+    .venv/bin/python bench/headtohead.py            # --trials 5: about 16 min on 2 cores
 """
 
 from __future__ import annotations
@@ -55,11 +55,13 @@ from drill.procs import (
     stop_process,
     wait_until,
 )
+from drill.services import signer_audit
 from shared.errors import ChainError
 from watcher.schedule import parse_schedule, slots_until
 
 REPO = Path(__file__).resolve().parent.parent
-SCENARIOS = ("crash", "flap", "rpc_fault", "halt", "second_failure", "config_drift")
+SCENARIOS = ("crash", "flap", "rpc_fault", "halt", "second_failure", "config_drift", "stuck",
+             "partition")
 WITNESSES = 21
 CHAIN_HOUR_SLOTS = 3600 / MAINNET_SLOT_S
 SAMPLE_S = 0.02
@@ -73,6 +75,10 @@ RPC_FAULTS = {"stale": {"freeze_head": True}, "errors": {"error_rate": 1.0},
               "flaky": {"error_rate": 0.5}, "timeout": {"timeout": True}}
 CLEAR_FAULTS = {"latency_s": 0.0, "error_rate": 0.0, "timeout": False, "freeze_head": False,
                 "wrong_data": False}
+CLEAR_NODE_FAULTS = {"stuck": False, "slow_s": 0.0, "partition": []}
+# Our watcher probes the producer nodes from here ([health] source_address), so the
+# partition scenario can cut the watcher alone off the primary.
+WATCHER_SOURCE = "127.0.0.2"
 
 
 def _until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> bool:
@@ -138,7 +144,10 @@ class Sampler:
                 w = st["witness"]
                 s = Sample(time.monotonic(), st["head_block_number"], st["current_aslot"],
                            w["total_missed"], w["signing_key"], w["last_confirmed_block_num"],
-                           st["halted"], {n["name"]: n["up"] for n in st["nodes"]},
+                           st["halted"],
+                           # A stuck node is out of sync: up, but it produces nothing.
+                           {n["name"]: n["up"] and not n["faults"].get("stuck", False)
+                            for n in st["nodes"]},
                            st["double_production"])
                 prev = self.samples[-1] if self.samples else None
                 change = None
@@ -197,6 +206,7 @@ class Drill:
                        timeout=120)
         self._scale_signer_cooldown()
         self._add_watcher_sms(twilio_url)
+        self._probe_from(WATCHER_SOURCE)
         cfg = tomllib.loads((directory / "devnet.toml").read_text(encoding="utf-8"))
         self.active_wif = str(cfg["accounts"]["active_wif"])
         base = f"http://127.0.0.1:{port_base}/"
@@ -231,6 +241,15 @@ class Drill:
         assert line in text, "signer.toml no longer has the drill's cooldown_s = 5"
         scaled = 5 * self.slot_s / MAINNET_SLOT_S
         path.write_text(text.replace(line, f"cooldown_s = {scaled:.3f}\n"), encoding="utf-8")
+
+    def _probe_from(self, source: str) -> None:
+        """The watcher's probes of the nodes' APIs leave from ``source`` (a loopback address)."""
+        path = self.dir / "watcher.toml"
+        text = path.read_text(encoding="utf-8")
+        lines = f'# [health]\n# source_address = "{source}"'
+        assert lines in text, "watcher.toml no longer offers [health] source_address"
+        path.write_text(text.replace(lines, f'[health]\nsource_address = "{source}"'),
+                        encoding="utf-8")
 
     def _add_watcher_sms(self, twilio_url: str) -> None:
         token = self.dir / "keys" / "twilio.token"
@@ -287,6 +306,8 @@ class Drill:
         """Faults cleared, chain running, every node up, primary's key, original props."""
         for endpoint in ("/", *(f"/rpc/{i}" for i in (1, 2, 3))):
             self.call("devnet.set_faults", {"endpoint": endpoint, **CLEAR_FAULTS})
+        for name in self.keys:
+            self.call("devnet.set_node_faults", {"name": name, **CLEAR_NODE_FAULTS})
         if self.client.status()["halted"]:
             self.call("devnet.resume", {})
         for name in self.keys:
@@ -310,9 +331,17 @@ class Counters:
     """What a tool reports about itself over one trial."""
 
     sms: int
-    rpc_calls: int
+    rpc_calls: int  # ours: chain reads plus the probes of the producer nodes' APIs
     running_s: float
     sms_kinds: dict[str, int]
+    preemptive: int = 0  # switches made on health evidence, before a miss (signer's audit)
+    refusals: dict[str, int] = field(default_factory=dict)  # the signer's, by rule
+
+
+def _calls(metrics: dict[str, float]) -> float:
+    """The watcher's RPC calls so far: chain reads plus probes of the nodes' own APIs."""
+    return (metrics["witness_watcher_rpc_calls_total"]
+            + metrics.get("witness_watcher_probe_calls_total", 0.0))
 
 
 class Ours:
@@ -366,7 +395,7 @@ class Ours:
         if not _until(lambda: self._phase() == "armed", 30):
             raise RuntimeError("the watcher did not arm; see watcher.log")
         m = self._metrics()
-        self._start = (time.monotonic(), m["witness_watcher_rpc_calls_total"],
+        self._start = (time.monotonic(), _calls(m),
                        len(self.twilio.messages))
 
     def settle(self, timeout_s: float) -> None:
@@ -377,7 +406,7 @@ class Ours:
         """Stop both; the watcher drains its SMS queue on SIGTERM."""
         t0, calls0, sms0 = self._start
         try:
-            calls = self._metrics()["witness_watcher_rpc_calls_total"] - calls0
+            calls = _calls(self._metrics()) - calls0
         except (requests.RequestException, KeyError):
             calls = 0.0  # the watcher is not up: the trial fails anyway
         running = time.monotonic() - t0
@@ -385,7 +414,16 @@ class Ours:
         _terminate(self.signer)
         sent = self.twilio.messages[sms0:]
         kinds = Counter(m.body.split("]", 1)[0].lstrip("[") for m in sent)
-        return Counters(len(sent), int(calls), running, dict(kinds))
+        # The signer's audit of this trial (start() wiped the state directory).
+        audit = signer_audit(self.drill.dir)
+        evidence = {e["request_id"] for e in audit if e.get("event") == "request"
+                    and (e.get("data") or {}).get("preemptive")}
+        preemptive = sum(1 for e in audit if e.get("event") == "broadcast"
+                         and e["request_id"] in evidence)
+        refusals = Counter(str((e.get("data") or {}).get("rule")) for e in audit
+                           if e.get("event") == "refused")
+        return Counters(len(sent), int(calls), running, dict(kinds), preemptive,
+                        dict(refusals))
 
 
 class Seed:
@@ -477,12 +515,17 @@ def params_for(scenario: str, rng: random.Random) -> dict[str, Any]:
     return p
 
 
-def _crash(drill: Drill, p: dict[str, Any], node: str = "primary") -> Fault:
-    """Stop ``node`` a random number of slots (and a fraction) after alice produced."""
+def _crash(drill: Drill, p: dict[str, Any], node: str = "primary", *,
+           stuck: bool = False) -> Fault:
+    """Stop ``node`` (or make it ``stuck``) a random number of slots (and a fraction)
+    after alice produced."""
     confirmed = drill.sampler.latest().confirmed
     drill.sampler.wait(lambda s: s.confirmed > confirmed, 3 * WITNESSES * drill.slot_s)
     drill.slots(p["after_slots"] + p["frac"])
-    drill.call("devnet.stop_node", {"name": node})
+    if stuck:
+        drill.call("devnet.set_node_faults", {"name": node, "stuck": True})
+    else:
+        drill.call("devnet.stop_node", {"name": node})
     return Fault(time.monotonic(), node)
 
 
@@ -580,9 +623,29 @@ def play_config_drift(drill: Drill, p: dict[str, Any]) -> Played:
     return play_crash(drill, p)
 
 
+def play_stuck(drill: Drill, p: dict[str, Any]) -> Played:
+    """Primary gets stuck (answers, head frozen, produces nothing) at a random point."""
+    fault = _crash(drill, p, stuck=True)
+    _switched_from(drill, drill.keys["primary"], 4 * WITNESSES)
+    drill.slots(3)
+    return Played([fault], time.monotonic())
+
+
+def play_partition(drill: Drill, p: dict[str, Any]) -> Played:
+    """Only our watcher's probes lose the healthy primary, for two rounds: no switch is right."""
+    drill.slots(p["after_slots"] + p["frac"])
+    drill.call("devnet.set_node_faults", {"name": "primary", "partition": [WATCHER_SOURCE],
+                                          "partition_mode": "reset"})
+    drill.slots(2 * WITNESSES)
+    drill.call("devnet.set_node_faults", {"name": "primary", "partition": []})
+    drill.slots(3)
+    return Played([], time.monotonic())
+
+
 PLAY: dict[str, Callable[[Drill, dict[str, Any]], Played]] = {
     "crash": play_crash, "flap": play_flap, "rpc_fault": play_rpc_fault, "halt": play_halt,
-    "second_failure": play_second_failure, "config_drift": play_config_drift}
+    "second_failure": play_second_failure, "config_drift": play_config_drift,
+    "stuck": play_stuck, "partition": play_partition}
 
 
 # ---- one trial, and the figures ----------------------------------------------------------
@@ -609,12 +672,13 @@ def measure(drill: Drill, t_start: float, played: Played, c: Counters) -> dict[s
     samples = drill.sampler.window(t_start, played.t_end)
     first, last = samples[0], samples[-1]
     switches = [k for k in drill.sampler.changes if t_start <= k.after.t <= played.t_end]
-    latencies_s, latencies_blocks = [], []
+    latencies_s, latencies_blocks, fault_to_switch = [], [], []
     for k in switches:
         fault = max((f for f in played.faults if f.t <= k.after.t), key=lambda f: f.t,
                     default=None)
         if fault is None:
             continue
+        fault_to_switch.append(k.after.t - fault.t)
         before = [s for s in samples if s.t <= fault.t] or [first]
         visible = next((s for s in samples if fault.t < s.t <= k.after.t
                         and s.missed > before[-1].missed), None)
@@ -627,6 +691,10 @@ def measure(drill: Drill, t_start: float, played: Played, c: Counters) -> dict[s
         "missed_blocks": last.missed - first.missed,
         "detect_to_switch_s": latencies_s,
         "detect_to_switch_blocks": latencies_blocks,
+        # Pre-emptive switches have no visible miss: this one is from the fault itself.
+        "fault_to_switch_s": fault_to_switch,
+        "preemptive_switches": c.preemptive,
+        "refusals_by_rule": c.refusals,
         "switches": len(switches),
         # Unneeded: the node holding the replaced key was up when the switch landed.
         "false_switches": sum(1 for k in switches
@@ -727,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run, print the JSON, write the Markdown report and the chart."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=5,
-                   help="trials per scenario and tool (default 5: about 13 min on 2 cores)")
+                   help="trials per scenario and tool (default 5: about 16 min on 2 cores)")
     p.add_argument("--slot-seconds", type=float, default=0.2,
                    help="devnet wall seconds per 3-second chain slot (default 0.2)")
     p.add_argument("--seed", type=int, default=1, help="seed of the trial parameters")
@@ -737,6 +805,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs", type=Path, default=REPO / "docs",
                    help="where headtohead.md and headtohead.png go")
     p.add_argument("--no-docs", action="store_true", help="print the JSON only")
+    p.add_argument("--real-interval-json", type=Path, metavar="FILE",
+                   help="add the JSON of a run at --slot-seconds 3 to the docs, in its own "
+                   "section")
     p.add_argument("--from-json", type=Path, metavar="FILE",
                    help="no run: rewrite the docs from the JSON a previous run printed")
     args = p.parse_args(argv)
@@ -746,7 +817,9 @@ def main(argv: list[str] | None = None) -> int:
         doc = run(args)
         print(json.dumps(doc, indent=1))
     if not args.no_docs:
-        write_docs(doc, args.docs)
+        real = None if args.real_interval_json is None else json.loads(
+            args.real_interval_json.read_text(encoding="utf-8"))
+        write_docs(doc, args.docs, real)
     return 0
 
 

@@ -30,6 +30,8 @@ def summarize(trials: list[dict[str, Any]]) -> dict[str, Any]:
     missed = [t["missed_blocks"] for t in trials]
     lat_s = [x for t in trials for x in t["detect_to_switch_s"]]
     lat_b = [x for t in trials for x in t["detect_to_switch_blocks"]]
+    # Absent from runs before pre-emptive failover (--from-json of an old document).
+    fault_s = [x for t in trials for x in t.get("fault_to_switch_s", [])]
 
     def dist(values: list[float], digits: int) -> dict[str, Any]:
         return {k: None if v is None else round(v, digits) for k, v in
@@ -38,16 +40,22 @@ def summarize(trials: list[dict[str, Any]]) -> dict[str, Any]:
 
     out: dict[str, Any] = {
         "trials": len(trials), "missed_blocks": dist(missed, 1),
-        "detect_to_switch_s": dist(lat_s, 2), "detect_to_switch_blocks": dist(lat_b, 1)}
+        "detect_to_switch_s": dist(lat_s, 2), "detect_to_switch_blocks": dist(lat_b, 1),
+        "fault_to_switch_s": dist(fault_s, 2),
+        "preemptive_switches": sum(t.get("preemptive_switches", 0) for t in trials)}
     for name in ("switches", "false_switches", "clobbering_switches", "unrecovered", "sms",
                  "double_production"):
         out[name] = sum(t[name] for t in trials)
     out["rpc_calls_per_hour"] = round(sum(t["rpc_calls_per_hour"] for t in trials)
                                       / max(1, len(trials)))
     kinds: Counter[str] = Counter()
+    refusals: Counter[str] = Counter()
     for t in trials:
         kinds.update(t["sms_kinds"])
+        refusals.update(t.get("refusals_by_rule", {}))
     out["sms_by_kind"] = dict(sorted(kinds.items()))
+    if refusals:
+        out["refusals_by_rule"] = dict(sorted(refusals.items()))
     if any("flap_hit_alice_slot" in t for t in trials):
         out["flaps_that_hit_alice_slot"] = sum(t["flap_hit_alice_slot"] for t in trials)
     if any("kind" in t for t in trials):
@@ -78,11 +86,15 @@ def ratios(ours: dict[str, Any], base: dict[str, Any]) -> dict[str, float | None
 LOWER_IS_BETTER = ("missed_blocks", "detect_to_switch_s", "false_switches",
                    "clobbering_switches", "unrecovered", "sms", "rpc_calls_per_hour")
 WHY_WORSE = {
-    "missed_blocks": "Both tools act on the first visible miss; how many blocks that costs "
-                     "is set by where the witness's next slot falls after the switch lands "
-                     "(the schedule is reshuffled every round). A one-block difference in a "
-                     "few trials is the shuffle, not the tool, unless the detect-to-switch "
-                     "times differ by a slot or more.",
+    "missed_blocks": "Ours switches before the witness's slot when its probes and the "
+                     "signer's see the producing node dead or stuck; when the fault falls "
+                     "within a few blocks of that slot (two bad probes, the signer's own "
+                     "confirmation, one block to include the switch), or the watcher holds "
+                     "pre-emption back right after a switch, it falls back to acting on the "
+                     "first visible miss as the seed does. How many blocks that costs is set "
+                     "by where the witness's next slot falls (the schedule is reshuffled every "
+                     "round): a one-block difference in a few trials is the shuffle, not the "
+                     "tool, unless the switch times differ by a slot or more.",
     "detect_to_switch_s": "Our path from a visible miss to an included switch is fixed "
                           "wall-clock work: the watcher's poll shortly after the block, a "
                           "signed HTTP request, the signer's own reads of the chain (it does "
@@ -108,8 +120,11 @@ WHY_WORSE = {
                    "signer logs of the run (--keep-dir).",
     "sms": "We send two SMS per switch (switch_requested when the watcher asks, "
            "switch_confirmed when the chain shows it), and we alert on what the seed cannot "
-           "see: a chain halt (chain_halted, then recovered) and too few fresh RPC nodes "
-           "(rpc_unhealthy, then recovered). The seed sends one SMS per switch and nothing "
+           "see: a chain halt (chain_halted, then recovered), too few fresh RPC nodes "
+           "(rpc_unhealthy, then recovered), a producer node going down or out of sync and "
+           "coming back (node_down / node_unhealthy, node_recovered: the first SMS of a "
+           "pre-emptive switch) and a pre-emptive request the signer refused "
+           "(preempt_refused, in partition). The seed sends one SMS per switch and nothing "
            "else. In rpc_fault, rpc_unhealthy comes from the `timeout` variant: a poll waits "
            "rpc_timeout_s = 2 s for the hanging node, which on {slot} s slots is "
            "{timeout_slots:.0f} blocks, so the node read after it is that many blocks ahead "
@@ -117,15 +132,19 @@ WHY_WORSE = {
            "more than stale_after_s worth of blocks); with one fresh node left, quorum 2 "
            "fails. On a 3 s chain a 2 s timeout is under one block and this does not "
            "happen; the drill's 2 s timeout is not scaled to the devnet's slot.",
-    "rpc_calls_per_hour": "The watcher reads two nodes per poll (quorum = 2, two calls "
+    "rpc_calls_per_hour": "Ours counts the watcher's probes of the three producer nodes' "
+                          "own APIs (one call per node per block, 3,600 per chain hour: "
+                          "the price of switching before a miss) as well as its chain "
+                          "reads. The watcher reads two nodes per poll (quorum = 2, two calls "
                           "each: head and witness), polls right after each of the witness's "
                           "slots and at least every 10 slots, reads the schedule every round, "
                           "and reads the third node whenever the first two disagree or one is "
                           "stale or failing. In a halt every node is stale, so each poll "
                           "reads all three, every half slot until stale_after_s (5 slots), "
                           "then every 10 slots. The seed reads one node every 10 slots. Both "
-                          "are negligible load for an API node. The signer's own reads (only "
-                          "when asked to switch) are not counted.",
+                          "are negligible load for an API node, and the probes go to the "
+                          "witness's own nodes. The signer's own reads and probes (only when "
+                          "asked to switch) are not counted.",
 }
 
 
@@ -135,6 +154,9 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
+
+
+_NONE: dict[str, Any] = {"p50": None, "p95": None, "max": None}
 
 
 def _dist(d: dict[str, Any]) -> str:
@@ -207,6 +229,21 @@ def _scenario_notes(doc: dict[str, Any]) -> list[str]:
             "are cut off by the 3-round window and keep growing on a real chain until a human "
             f"acts); ours moved on to backup2 in {o['trials'] - o['unrecovered']} of "
             f"{o['trials']}.")
+    if "stuck" in sc:
+        o, b = pair("stuck")
+        lines.append(
+            f"- **stuck**: the primary answers but its head is frozen and it produces nothing. "
+            f"Ours switched {o['switches']} times ({o['preemptive_switches']} pre-emptively, "
+            f"on its lag) for {_dist(o['missed_blocks'])} missed blocks (p50 / p95 / max); "
+            f"the baseline, which only sees misses, {b['switches']} times for "
+            f"{_dist(b['missed_blocks'])}.")
+    if "partition" in sc:
+        o, b = pair("partition")
+        lines.append(
+            f"- **partition**: only our watcher's probes lose the healthy primary. Switches "
+            f"ours {o['switches']}, baseline {b['switches']}; the signer's refusals "
+            f"{_kinds(o.get('refusals_by_rule', {}))} (`health_disagrees`: its own probes see "
+            "the primary healthy, so the watcher's evidence is refused, audited and alerted).")
     if "config_drift" in sc:
         o, b = pair("config_drift")
         lines.append(
@@ -230,7 +267,8 @@ METHOD = """\
   the slot). The signer's `cooldown_s = 5` (about 1.7 mainnet slots) is scaled to
   {cooldown:.3f} s (the same 1.7 slots); every other setting is the drill's default
   (`witness-devnet init --key-mode active`: quorum 2 of 3 nodes, miss_threshold 1,
-  signer min_missed 1, approval auto). Both tools' RPC timeout is the drill's 2 s,
+  signer min_missed 1, approval auto, health_url on every node). Both tools' RPC
+  timeout is the drill's 2 s,
   not scaled: {timeout_slots:.0f} slots here.
 - **Missed blocks** are the witness's `total_missed` at the end of the trial window minus
   at its start, read from `devnet.status` every 20 ms. **Seconds from the first visible
@@ -243,8 +281,9 @@ METHOD = """\
   **SMS**: ours are the messages the watcher delivered to a local fake Twilio (the
   signer's optional SMS are not configured); the seed's are its counter. **RPC calls per
   hour** are per chain hour (1,200 slots): ours from the watcher's
-  `witness_watcher_rpc_calls_total` (its `/metrics`), the seed's from its own counter,
-  each over the time the tool ran.
+  `witness_watcher_rpc_calls_total` plus `witness_watcher_probe_calls_total` (its
+  `/metrics`: chain reads and node probes), the seed's from its own counter, each over
+  the time the tool ran.
 - **Scenarios.** *crash*: primary stopped 0-20 slots (and a fraction) after the witness
   produced; window until the key changed (at most 4 rounds) plus 3 slots. *flap*: primary
   down for 0.6-0.9 of a slot, from half a slot before the witness's slot, so that the
@@ -258,7 +297,18 @@ METHOD = """\
   exited by then, so its count is cut off by the window: on a real chain it keeps
   missing until a human notices. *config_drift*: before the trial the owner changes
   url and props on chain (`witness_update` with the active key); the seed's config file
-  still has the old ones; then as crash.
+  still has the old ones; then as crash. *stuck*: as crash, but the primary is made
+  stuck (`devnet.set_node_faults stuck=true`: it answers with a frozen head and does not
+  produce). *partition*: 0-20 slots into the trial the primary's API stops answering our
+  watcher's probes only (they leave from 127.0.0.2, `[health] source_address`;
+  `partition: ["127.0.0.2"]`, connections reset) for two rounds; the primary keeps
+  producing and the signer still reaches it.
+- **Pre-emptive failover.** Both of our services probe every producer node's own API
+  (`health_url`, as `witness-devnet init` writes it: one probe round per block, two bad
+  probes, the signer confirms with its own probes). **Fault → switch included** is from
+  the moment the fault was injected to the sample where the key changed; **pre-emptive**
+  counts our switches whose request carried the watcher's health evidence (the signer's
+  audit). The seed has no such path.
 - **Small samples.** With n trials a percentile is the nearest rank: with 5 trials p95
   is the maximum. A difference of one block or a few tenths of a second between the
   tools in one scenario is within what the schedule shuffle and the seed's poll phase
@@ -274,25 +324,60 @@ METHOD = """\
 """
 
 
-def write_docs(doc: dict[str, Any], docs: Path) -> None:
-    """docs/headtohead.md (tables, command, machine, notes) and docs/headtohead.png."""
-    run_info, m = doc["run"], doc["run"]["machine"]
-    slot = run_info["slot_seconds"]
+def _result_rows(doc: dict[str, Any]) -> list[str]:
+    """The results table: one row per scenario and tool."""
     rows = ["| scenario | tool | missed blocks p50 / p95 / max | first visible miss → switch "
-            "included, s p50 / p95 / max | … in blocks | switches | false switches | "
-            "clobbering switches | unrecovered | SMS | RPC calls / chain hour |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
-    ratio_rows = ["| scenario | " + " | ".join(
-        k if s is None else f"{k} {s}" for k, s in RATIO_KEYS) + " |",
-        "|---|" + "---|" * len(RATIO_KEYS)]
+            "included, s p50 / p95 / max | … in blocks | fault → switch included, s p50 / "
+            "p95 / max | switches | pre-emptive | false switches | clobbering switches | "
+            "unrecovered | SMS | RPC calls / chain hour |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for scenario, res in doc["scenarios"].items():
         for tool in ("ours", "baseline"):
             r = res[tool]
             rows.append(f"| {scenario} | {tool} | {_dist(r['missed_blocks'])} | "
                         f"{_dist(r['detect_to_switch_s'])} | "
-                        f"{_dist(r['detect_to_switch_blocks'])} | {r['switches']} | "
+                        f"{_dist(r['detect_to_switch_blocks'])} | "
+                        f"{_dist(r.get('fault_to_switch_s', _NONE))} | {r['switches']} | "
+                        f"{r.get('preemptive_switches', 0)} | "
                         f"{r['false_switches']} | {r['clobbering_switches']} | "
                         f"{r['unrecovered']} | {r['sms']} | {r['rpc_calls_per_hour']} |")
+    return rows
+
+
+def _real_interval(real: dict[str, Any] | None) -> list[str]:
+    """The section for a second run at the real 3-second slot (none without one)."""
+    if real is None:
+        return []
+    run_info = real["run"]
+    return [
+        f"## At the real {run_info['slot_seconds']:g}-second interval",
+        "",
+        f"The same tools and scenarios ({', '.join(real['scenarios'])}) with one devnet slot "
+        f"lasting {run_info['slot_seconds']:g} s of wall time, as on Hive; "
+        f"{run_info['trials_per_scenario']} trials per scenario and tool, "
+        f"{run_info['elapsed_s']} s:",
+        "",
+        "```sh",
+        run_info["command"],
+        "```",
+        "",
+        *_result_rows(real),
+        "",
+    ]
+
+
+def write_docs(doc: dict[str, Any], docs: Path, real: dict[str, Any] | None = None) -> None:
+    """docs/headtohead.md (tables, command, machine, notes) and docs/headtohead.png.
+
+    ``real``: a second run's document at the real slot length, shown in its own section.
+    """
+    run_info, m = doc["run"], doc["run"]["machine"]
+    slot = run_info["slot_seconds"]
+    rows = _result_rows(doc)
+    ratio_rows = ["| scenario | " + " | ".join(
+        k if s is None else f"{k} {s}" for k, s in RATIO_KEYS) + " |",
+        "|---|" + "---|" * len(RATIO_KEYS)]
+    for scenario, res in doc["scenarios"].items():
         ratio = res["ratio_ours_to_baseline"]
         ratio_rows.append(f"| {scenario} | " + " | ".join(_fmt(v) for v in ratio.values())
                           + " |")
@@ -302,7 +387,8 @@ def write_docs(doc: dict[str, Any], docs: Path) -> None:
               f"{sum(r['baseline']['double_production'] for r in doc['scenarios'].values())}"]
     for scenario, res in doc["scenarios"].items():
         for tool in ("ours", "baseline"):
-            for key in ("sms_by_kind", "flaps_that_hit_alice_slot", "fault_kinds"):
+            for key in ("sms_by_kind", "flaps_that_hit_alice_slot", "fault_kinds",
+                        "refusals_by_rule"):
                 if key in res[tool]:
                     value = res[tool][key]
                     shown = _kinds(value) if isinstance(value, dict) else value
@@ -345,6 +431,7 @@ def write_docs(doc: dict[str, Any], docs: Path) -> None:
         "",
         "![missed blocks per scenario](headtohead.png)",
         "",
+        *_real_interval(real),
         "## Per scenario",
         "",
         *_scenario_notes(doc),

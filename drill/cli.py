@@ -23,7 +23,8 @@ def _add_commands(
     init = sub.add_parser("init", help="write a complete devnet drill directory")
     init.add_argument("dir", type=Path, help="directory to create (must not hold a devnet)")
     init.add_argument("--port-base", type=int, required=True,
-                      help="devnet RPC on P, signer on P+1, watcher metrics on P+2")
+                      help="devnet RPC on P, signer on P+1, watcher metrics on P+2, the "
+                      "producer nodes' own APIs on P+10..P+12 (P at most 65523)")
     init.add_argument("--slot-seconds", type=float, required=True,
                       help="real seconds per 3-second chain slot (e.g. 0.25 for tests)")
     init.add_argument("--chain", choices=["hive", "steem"], default="hive")
@@ -32,6 +33,9 @@ def _add_commands(
                       "witness_set_properties)")
     init.add_argument("--fast-kdf", action="store_true",
                       help="weak Argon2id parameters for the keystore (tests only)")
+    init.add_argument("--no-health", dest="health", action="store_false",
+                      help="no health_url in signer.toml and watcher.toml: the services act "
+                      "on missed blocks only, never pre-emptively")
 
     demo = sub.add_parser("demo", help="rehearse a failover on a throwaway devnet")
     demo.add_argument("--dir", type=Path, default=None,
@@ -51,7 +55,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
     written = write_drill_dir(args.dir, port_base=args.port_base,
                               slot_seconds=args.slot_seconds, chain=args.chain,
-                              key_mode=args.key_mode, fast_kdf=args.fast_kdf)
+                              key_mode=args.key_mode, fast_kdf=args.fast_kdf,
+                              health=args.health)
     print(f"wrote devnet drill directory {args.dir}:")
     for path in written:
         print(f"  {path.relative_to(args.dir)}")

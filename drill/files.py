@@ -11,12 +11,16 @@ import os
 import secrets
 from pathlib import Path
 
+from devnet.config import NODE_API_PORT_OFFSET
 from devnet.keys import PrivateKey
 from drill.service_files import write_service_files
 from shared.errors import ConfigError
 
 NODE_NAMES = ("primary", "backup1", "backup2")
 WATCHED = "alice"
+# P (chain) .. P+10+len(NODE_NAMES)-1 (the last node's API): drill.procs.DRILL_PORT_SPAN.
+LAST_PORT_OFFSET = NODE_API_PORT_OFFSET + len(NODE_NAMES) - 1
+MAX_PORT_BASE = 65535 - LAST_PORT_OFFSET
 
 DEVNET_TOML = """\
 # ============================================================================
@@ -56,6 +60,9 @@ NODE_TOML = """\
 name = "{name}"
 signing_wif = "{wif}"   # devnet only
 up = true
+# The node's own read-only JSON-RPC API (devnet.port + 10 + index): the signer's
+# and the watcher's health_url. Named here, so a port taken at start is an error.
+api_port = {api_port}
 """
 
 
@@ -70,22 +77,28 @@ def _write_private(path: Path, text: str) -> None:
 
 def devnet_toml(port: int, slot_seconds: float, chain: str,
                 active: PrivateKey, nodes: dict[str, PrivateKey]) -> str:
-    """The text of a devnet.toml for these throwaway keys."""
-    node_text = "\n".join(NODE_TOML.format(name=n, wif=k.wif()) for n, k in nodes.items())
+    """The text of a devnet.toml for these throwaway keys; node i's API on port+10+i."""
+    node_text = "\n".join(
+        NODE_TOML.format(name=n, wif=k.wif(), api_port=port + NODE_API_PORT_OFFSET + i)
+        for i, (n, k) in enumerate(nodes.items()))
     return DEVNET_TOML.format(chain=chain, port=port, slot_seconds=slot_seconds,
                               watched=WATCHED, seed=secrets.token_hex(8),
                               active_wif=active.wif(), nodes=node_text)
 
 
 def write_drill_dir(directory: Path, *, port_base: int, slot_seconds: float, chain: str,
-                    key_mode: str, fast_kdf: bool = False) -> list[Path]:
+                    key_mode: str, fast_kdf: bool = False, health: bool = True) -> list[Path]:
     """Write devnet.toml and the signer and watcher sets; return the paths written.
+
+    ``health`` (the default): the signer and the watcher name each node's own API
+    (``health_url``) and may switch before a miss; without, they act on misses only.
 
     Raises:
         ConfigError: bad arguments or the directory already holds a devnet.
     """
-    if not 1 <= port_base <= 65533:
-        raise ConfigError("must leave room for P, P+1 and P+2 (1..65533)", field="--port-base")
+    if not 1 <= port_base <= MAX_PORT_BASE:
+        raise ConfigError(f"must leave room for P .. P+{LAST_PORT_OFFSET}, the nodes' APIs "
+                          f"(1..{MAX_PORT_BASE})", field="--port-base")
     if not 0.02 <= slot_seconds <= 60:
         raise ConfigError("must be in [0.02, 60]", field="--slot-seconds")
     if (directory / "devnet.toml").exists():
@@ -102,5 +115,5 @@ def write_drill_dir(directory: Path, *, port_base: int, slot_seconds: float, cha
     written = [devnet_path]
     written += write_service_files(directory, port_base=port_base, chain=chain,
                                    key_mode=key_mode, active=active, nodes=nodes,
-                                   fast_kdf=fast_kdf)
+                                   fast_kdf=fast_kdf, health=health)
     return written

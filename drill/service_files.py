@@ -3,7 +3,9 @@
 Writes, next to ``devnet.toml``: ``signer.toml`` (port P+1), ``watcher.toml``
 (metrics on P+2) and ``keys/`` with the encrypted chain keystore, its
 passphrase and the Ed25519 identities of the signer, the watcher and the
-operator. The file names are a contract: docs/devnet.md lists them.
+operator. The file names are a contract: docs/devnet.md lists them. Both
+configs name each producer node's own API (``health_url``, node *i* on
+P+10+i, where the devnet serves it) so both sides probe the nodes themselves.
 
 # SECURITY: the watcher's files name only its own Ed25519 key and the signer's
 # public key; no chain key is ever written outside the encrypted keystore
@@ -18,6 +20,7 @@ import secrets
 import tomllib
 from pathlib import Path
 
+from devnet.config import NODE_API_PORT_OFFSET
 from devnet.keys import PrivateKey
 from shared.errors import ConfigError
 from shared.httpsig import generate_keypair
@@ -78,7 +81,7 @@ confirm_timeout_s = 30
 account = {account}
 key_mode = {key_mode}                 # "active": witness_update; "signing": witness_set_properties
 # The signer's own ordered list of node keys; a switch goes to the next one.
-{node_keys}
+{node_keys_comment}{node_keys}
 [policy]
 # Drill values: act on the first new miss, short cooldown, no human in the loop.
 min_missed = 1
@@ -90,7 +93,7 @@ on_exhausted = "hold"
 approval = "auto"                    # "auto", "manual" or "veto"
 approval_timeout_s = 900
 veto_window_s = 30
-
+{health}
 [keystore]
 path = "keys/chain.keystore"
 passphrase_file = "keys/signer.passphrase"
@@ -103,11 +106,24 @@ passphrase_file = "keys/signer.passphrase"
 # to = ["+15551111111"]
 """
 
+SIGNER_HEALTH_TOML = """\
+# Pre-emptive switches (a request carrying the watcher's health evidence) are on
+# by default once a key has a health_url; the signer's own probes must agree. Its
+# probes use the [health] defaults (docs/configuration.md): a refused connection
+# fails at once, a silent node after probe_timeout_s = 1 s.
+preemptive = true
+"""
+
+SIGNER_KEYS_COMMENT = """\
+# health_url is the node's own read-only API: the signer probes it itself before a
+# pre-emptive switch, and never switches to a node it sees down or out of sync.
+"""
+
 NODE_KEY_TOML = """\
 [[witness.keys]]
 name = {name}
 public_key = {public_key}
-"""
+{health_url}"""
 
 WATCHER_TOML = """\
 # witness-watcher configuration for a devnet drill, written by `witness-devnet init`.
@@ -130,9 +146,8 @@ miss_threshold = 1                   # new misses since the armed baseline
 one_shot = false                     # true: stop after the first confirmed switch
 state_dir = "{watcher_state}"
 
-# The producer nodes, public keys only, so `status` can name the active one.
-{node_keys}
-[signer]
+{node_keys_comment}{node_keys}
+{health}[signer]
 url = "http://127.0.0.1:{signer_port}"
 keyid = "watcher"
 key = "keys/watcher.key"             # Ed25519 private key that signs requests
@@ -150,11 +165,33 @@ port = {metrics_port}
 # to = ["+15551111111"]
 """
 
+WATCHER_HEALTH_TOML = """\
+# The probes of the nodes' health_url use the [health] defaults, in units of
+# poll_interval_s (one block here): one probe round per block, a node down or out
+# of sync after 2 bad probes in a row (docs/configuration.md). To rehearse a
+# one-sided partition (`witness-devnet node fault primary --partition 127.0.0.2`),
+# let the probes leave from another local address:
+# [health]
+# source_address = "127.0.0.2"
+
+"""
+
+WATCHER_KEYS_COMMENT = """\
+# The producer nodes, public keys only, so `status` can name the active one.
+"""
+
+WATCHER_HEALTH_KEYS_COMMENT = """\
+# The producer nodes: public keys (no private key), so `status` can name the active
+# one. health_url is the node's own read-only API: probed about once per block, a node
+# that refuses, times out or lags is reported, and a dead active node triggers a
+# pre-emptive request (with evidence) before the witness's next slot.
+"""
+
 WATCHER_NODE_TOML = """\
 [[nodes]]
 name = {name}
 public_key = {public_key}
-"""
+{health_url}"""
 
 
 def _q(value: str) -> str:
@@ -198,34 +235,58 @@ def _slot_seconds(directory: Path) -> float:
     return float(value) if isinstance(value, int | float) else _DEFAULT_SLOT_S
 
 
+def node_api_url(port_base: int, index: int) -> str:
+    """The devnet's API of producer node ``index`` (0 = primary): P+10+index."""
+    return f"http://127.0.0.1:{port_base + NODE_API_PORT_OFFSET + index}/"
+
+
+def _health_url_line(port_base: int, index: int, health: bool) -> str:
+    return f"health_url = {_q(node_api_url(port_base, index))}\n" if health else ""
+
+
 def signer_toml(*, port_base: int, chain: str, key_mode: str,
-                node_keys: list[tuple[str, str]], config_path: Path) -> str:
-    """The text of the drill's signer.toml; ``node_keys`` are (name, public key) in order."""
+                node_keys: list[tuple[str, str]], config_path: Path,
+                health: bool = True) -> str:
+    """The text of the drill's signer.toml; ``node_keys`` are (name, public key) in order.
+
+    With ``health``, node *i* gets ``health_url`` = :func:`node_api_url` (P+10+i), as
+    the devnet serves it, and ``[policy] preemptive = true``; without, the signer acts
+    on misses only (the file as before issue 11).
+    """
     base = f"http://127.0.0.1:{port_base}"
-    keys_text = "\n".join(NODE_KEY_TOML.format(name=_q(n), public_key=_q(k))
-                          for n, k in node_keys)
+    keys_text = "\n".join(NODE_KEY_TOML.format(name=_q(n), public_key=_q(k),
+                                               health_url=_health_url_line(port_base, i, health))
+                          for i, (n, k) in enumerate(node_keys))
+    health_text = SIGNER_HEALTH_TOML if health else ""
     return SIGNER_TOML.format(
         port=port_base + 1, signer_state=SIGNER_STATE, chain=_q(chain),
         nodes=json.dumps([f"{base}/", f"{base}/rpc/1"]), account=_q(WATCHED),
         key_mode=_q(key_mode), node_keys=keys_text, config_path=config_path,
+        node_keys_comment=SIGNER_KEYS_COMMENT if health else "", health=health_text,
     )
 
 
 def watcher_toml(*, port_base: int, slot_seconds: float,
                  node_keys: list[tuple[str, str]] | None = None,
-                 config_path: Path | str = "watcher.toml") -> str:
+                 config_path: Path | str = "watcher.toml", health: bool = True) -> str:
     """The text of the drill's watcher.toml; ``node_keys`` are (name, public key) in order.
 
-    No chain key, by construction: public keys and paths only.
+    With ``health`` each node names its API (``health_url``, P+10+i), probed once per
+    block by the ``[health]`` defaults. No chain key, by construction: public keys,
+    URLs and paths only.
     """
     base = f"http://127.0.0.1:{port_base}"
-    nodes_text = "\n".join(WATCHER_NODE_TOML.format(name=_q(n), public_key=_q(k))
-                           for n, k in node_keys or [])
+    nodes_text = "\n".join(WATCHER_NODE_TOML.format(
+        name=_q(n), public_key=_q(k), health_url=_health_url_line(port_base, i, health))
+        for i, (n, k) in enumerate(node_keys or []))
+    health_text = WATCHER_HEALTH_TOML if health else ""
     return WATCHER_TOML.format(
         account=_q(WATCHED),
         rpc_nodes=json.dumps([f"{base}/", f"{base}/rpc/1", f"{base}/rpc/2"]),
         poll_interval_s=slot_seconds, watcher_state=WATCHER_STATE, node_keys=nodes_text,
         signer_port=port_base + 1, metrics_port=port_base + 2, config_path=config_path,
+        node_keys_comment=WATCHER_HEALTH_KEYS_COMMENT if health else WATCHER_KEYS_COMMENT,
+        health=health_text,
     )
 
 
@@ -247,8 +308,11 @@ def _write_keystore(path: Path, passphrase: Secret, key_mode: str, active: Priva
 
 def write_service_files(directory: Path, *, port_base: int, chain: str, key_mode: str,
                         active: PrivateKey, nodes: dict[str, PrivateKey],
-                        fast_kdf: bool = False) -> list[Path]:
+                        fast_kdf: bool = False, health: bool = True) -> list[Path]:
     """Write the signer and watcher files of a drill directory; return the paths written.
+
+    ``health``: both configs name each node's API (pre-emptive failover); without, the
+    services act on misses only.
 
     Raises:
         ConfigError: bad arguments, or a file that would be overwritten.
@@ -278,12 +342,14 @@ def write_service_files(directory: Path, *, port_base: int, chain: str, key_mode
 
     signer_path = directory / "signer.toml"
     node_keys = [(n, nodes[n].public_key()) for n in NODE_ORDER]
+    slot_seconds = _slot_seconds(directory)
     _write_new(signer_path, signer_toml(port_base=port_base, chain=chain, key_mode=key_mode,
-                                        node_keys=node_keys, config_path=signer_path), 0o644)
+                                        node_keys=node_keys, config_path=signer_path,
+                                        health=health), 0o644)
     watcher_path = directory / "watcher.toml"
-    _write_new(watcher_path, watcher_toml(port_base=port_base,
-                                          slot_seconds=_slot_seconds(directory),
-                                          node_keys=node_keys, config_path=watcher_path), 0o644)
+    _write_new(watcher_path, watcher_toml(port_base=port_base, slot_seconds=slot_seconds,
+                                          node_keys=node_keys, config_path=watcher_path,
+                                          health=health), 0o644)
     written += [signer_path, watcher_path]
 
     for state in (SIGNER_STATE, WATCHER_STATE):

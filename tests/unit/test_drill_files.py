@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from devnet.config import DevnetConfig
 from devnet.errors import InvalidKeyError
 from devnet.keys import PrivateKey
 from shared.httpsig import load_private_key, load_public_key
 from signer.config import SignerConfig
 from signer.keystore import Keystore, PassphraseSource, read_passphrase
+from watcher.config import WatcherConfig
 
 PORT_BASE = 23400
 PRIVATE_FILES = ("keys/chain.keystore", "keys/signer.passphrase", "keys/watcher.key",
@@ -190,3 +192,63 @@ def test_init_refuses_an_existing_drill(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert (directory / "signer.toml").read_text() == before
+
+
+def test_each_node_api_is_named_where_the_devnet_serves_it(drill: tuple[Path, str, str]
+                                                           ) -> None:
+    """devnet.toml gives node i api_port P+10+i; signer.toml and watcher.toml name that URL."""
+    directory, _, _ = drill
+    devnet = DevnetConfig.load(directory / "devnet.toml")
+    expected = {name: f"http://127.0.0.1:{PORT_BASE + 10 + i}/"
+                for i, name in enumerate(("primary", "backup1", "backup2"))}
+    assert devnet.node_api_urls == expected
+    assert all(n.api_port_given for n in devnet.nodes)
+    signer = tomllib.loads((directory / "signer.toml").read_text())
+    watcher = tomllib.loads((directory / "watcher.toml").read_text())
+    assert {k["name"]: k["health_url"] for k in signer["witness"]["keys"]} == expected
+    assert {n["name"]: n["health_url"] for n in watcher["nodes"]} == expected
+
+
+def test_health_urls_reach_both_loaders(drill: tuple[Path, str, str]) -> None:
+    """The signer and the watcher load the health URLs, and pre-emption is on in both."""
+    directory, _, _ = drill
+    urls = DevnetConfig.load(directory / "devnet.toml").node_api_urls
+    signer = SignerConfig.load(directory / "signer.toml")
+    assert {k.name: k.health_url for k in signer.node_keys} == urls
+    assert signer.policy.preemptive is True
+    watcher = WatcherConfig.load(directory / "watcher.toml", environ={})
+    assert {n.name: n.health_url for n in watcher.node_keys} == urls
+    assert watcher.health is not None
+    assert watcher.health.preemptive is True
+    assert watcher.health.source_address is None
+
+
+@pytest.mark.parametrize(("port_base", "ok"), [(65523, True), (65524, False), (0, False)])
+def test_port_base_leaves_room_for_the_node_apis(tmp_path: Path, port_base: int,
+                                                 ok: bool) -> None:
+    """--port-base P is accepted only while P+12 (backup2's API) is still a port."""
+    script = Path(sys.executable).with_name("witness-devnet")
+    result = subprocess.run(
+        [str(script), "init", str(tmp_path / "drill"), "--port-base", str(port_base),
+         "--slot-seconds", "0.1", "--fast-kdf"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert (result.returncode == 0) is ok, result.stderr
+    assert (tmp_path / "drill" / "devnet.toml").exists() is ok
+    if not ok:
+        assert "--port-base" in result.stderr
+
+
+def test_no_health_writes_the_reactive_files(tmp_path: Path) -> None:
+    """--no-health: no health_url and no [health] in either file; both services act on misses."""
+    directory = tmp_path / "drill"
+    _init(directory, "--no-health")
+    for name in ("signer.toml", "watcher.toml"):
+        text = (directory / name).read_text()
+        assert "health_url" not in text, name
+        assert "[health]" not in text, name
+    assert SignerConfig.load(directory / "signer.toml").policy.preemptive is False
+    assert WatcherConfig.load(directory / "watcher.toml", environ={}).health is None
+    # The devnet still serves every node's API on P+10+i.
+    assert DevnetConfig.load(directory / "devnet.toml").node_api_urls["backup2"] == (
+        f"http://127.0.0.1:{PORT_BASE + 12}/")
