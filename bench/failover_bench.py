@@ -224,8 +224,9 @@ class Services:
 @contextmanager
 def services(directory: Path, port_base: int, slot_s: float) -> Iterator[Services]:
     """Devnet, signer and watcher from a fresh drill directory; all stopped on exit."""
+    # The reactive path (switch after the first visible miss): no health_url, no pre-emption.
     write_drill_dir(directory, port_base=port_base, slot_seconds=slot_s, chain="hive",
-                    key_mode="active", fast_kdf=True)
+                    key_mode="active", fast_kdf=True, health=False)
     cfg = DevnetConfig.load(directory / "devnet.toml")
     with ExitStack() as stack:
         devnet = stack.enter_context(running_process(

@@ -108,12 +108,13 @@ class RunningDevnet:
 
 
 def init_dir(directory: Path, *, port_base: int, slot_seconds: float, chain: str = "hive",
-             key_mode: str = "active") -> None:
-    """Run ``witness-devnet init --fast-kdf`` into ``directory`` (the real CLI)."""
+             key_mode: str = "active", health: bool = True) -> None:
+    """Run ``witness-devnet init --fast-kdf`` into ``directory`` (the real CLI);
+    ``health=False`` adds ``--no-health`` (the services act on misses only)."""
     subprocess.run(
         [console_script("witness-devnet"), "init", str(directory), "--port-base",
          str(port_base), "--slot-seconds", str(slot_seconds), "--chain", chain,
-         "--key-mode", key_mode, "--fast-kdf"],
+         "--key-mode", key_mode, "--fast-kdf", *([] if health else ["--no-health"])],
         check=True, capture_output=True, timeout=60,
     )
 
@@ -121,7 +122,8 @@ def init_dir(directory: Path, *, port_base: int, slot_seconds: float, chain: str
 @contextmanager
 def running_devnet(directory: Path, *, slot_seconds: float = 0.1, chain: str = "hive",
                    key_mode: str = "active", port_base: int | None = None,
-                   startup_timeout_s: float = 30.0) -> Iterator[RunningDevnet]:
+                   startup_timeout_s: float = 30.0, health: bool = True
+                   ) -> Iterator[RunningDevnet]:
     """Init a drill directory unless it has one, run ``witness-devnet serve``, stop it after.
 
     Raises:
@@ -130,7 +132,7 @@ def running_devnet(directory: Path, *, slot_seconds: float = 0.1, chain: str = "
     port_base = port_base or free_port_base()
     if not (directory / "devnet.toml").exists():
         init_dir(directory, port_base=port_base, slot_seconds=slot_seconds, chain=chain,
-                 key_mode=key_mode)
+                 key_mode=key_mode, health=health)
     config_path = directory / "devnet.toml"
     config = tomllib.loads(config_path.read_text(encoding="utf-8"))
     port = int(config["devnet"]["port"])

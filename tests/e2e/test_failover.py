@@ -36,8 +36,9 @@ class System:
 def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[System]:
     """devnet + signer + watcher on a fresh drill directory, in each key mode."""
     with ExitStack() as stack:
+        # Reactive failover (after the first miss): no health_url, no pre-emptive switch.
         devnet = stack.enter_context(running_devnet(tmp_path / "drill", slot_seconds=SLOT_S,
-                                                    key_mode=request.param))
+                                                    key_mode=request.param, health=False))
         signer = stack.enter_context(running_signer(devnet.dir))
         watcher = stack.enter_context(running_watcher(devnet.dir))
         yield System(devnet, signer, watcher)

@@ -59,7 +59,9 @@ def observed(tmp_path: Path) -> Iterator[Observed]:
     webhook."""
     with ExitStack() as stack:
         webhook = stack.enter_context(WebhookRecorder())
-        devnet = stack.enter_context(running_devnet(tmp_path / "drill", slot_seconds=SLOT_S))
+        # A reactive failover (the watcher's "requesting failover … (primary)" line).
+        devnet = stack.enter_context(running_devnet(tmp_path / "drill", slot_seconds=SLOT_S,
+                                                    health=False))
         keys = devnet.dir / "keys"
         signer_urls = _urls_file(keys / "signer-apprise.urls", webhook.url("json", "/signer"))
         watcher_urls = _urls_file(keys / "watcher-apprise.urls", webhook.url("form", "/watcher"))

@@ -95,6 +95,8 @@ def write_config(devnet: RunningDevnet, state_dir: Path, *, approval: str = "aut
     """The drill's signer.toml with health_urls, one RPC node, its own state directory,
     and min_missed so high that only the pre-emptive rule can switch."""
     text = (devnet.dir / "signer.toml").read_text(encoding="utf-8")
+    # init's health_url lines and preemptive switch; set again below when ``urls``.
+    text = re.sub(r'(?m)^(health_url|preemptive) = .*\n', "", text)
     text = re.sub(r'(?m)^state_dir = .*$', f'state_dir = "{state_dir}"', text)
     text = re.sub(r'(?m)^nodes = .*$', f'nodes = ["{devnet.url}"]', text)
     text = re.sub(r'(?m)^min_missed = .*$', "min_missed = 1000", text)

@@ -53,7 +53,9 @@ def set_policy(directory: Path, **values: object) -> None:
 @pytest.mark.parametrize("chain", ["hive", "steem"])
 def test_rotation_wraps_then_disables(tmp_path: Path, chain: str) -> None:
     """Keys rotate primary→backup1→backup2→primary (one wrap), then the null key when exhausted."""
-    with running_devnet(tmp_path / "drill", slot_seconds=0.1, chain=chain) as devnet:
+    # Every node is stopped to make misses: rotation without health information.
+    with running_devnet(tmp_path / "drill", slot_seconds=0.1, chain=chain,
+                        health=False) as devnet:
         set_policy(devnet.dir, max_switches=10, cooldown_s=0, max_rounds=1,
                    on_exhausted="disable")
         keys = {n["name"]: n["public_key"] for n in devnet.status()["nodes"]}

@@ -172,7 +172,10 @@ def signer_saw(devnet: RunningDevnet, request_id: str) -> str:
 @pytest.fixture(scope="module")
 def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDevnet]:
     """A devnet at 0.25 s slots and the drill's real signer beside it."""
-    with running_devnet(tmp_path_factory.mktemp("preempt"), slot_seconds=SLOT_S) as d, \
+    # The drill's signer without health_url: it refuses every pre-emptive request, so no
+    # test of this module moves the key the next one starts from.
+    with running_devnet(tmp_path_factory.mktemp("preempt"), slot_seconds=SLOT_S,
+                        health=False) as d, \
             running_signer(d.dir):
         yield d
 

@@ -21,8 +21,10 @@ NODE_KEYS = [("primary", KEY), ("backup1", KEY.replace("5", "6")),
 def load(tmp_path: Path, *, urls: tuple[str | None, ...] = (None, None, None),
          policy: str = "", health: str = "") -> SignerConfig:
     """The drill's signer.toml with health_urls on the node keys and extra settings."""
+    # The reactive template (no health_url, no preemptive line): each test adds its own.
     text = service_files.signer_toml(port_base=18090, chain="hive", key_mode="active",
-                                     node_keys=NODE_KEYS, config_path=tmp_path / "signer.toml")
+                                     node_keys=NODE_KEYS, config_path=tmp_path / "signer.toml",
+                                     health=False)
     for (name, _), url in zip(NODE_KEYS, urls, strict=True):
         if url is not None:
             text = text.replace(f'name = "{name}"\n', f'name = "{name}"\nhealth_url = "{url}"\n')
