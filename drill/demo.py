@@ -117,6 +117,10 @@ def _failover_drill(client: DevnetClient, timeline: Timeline, cfg: DevnetConfig,
                 data = event.get("data") or {}
                 extra = f" tx {data.get('tx_id')}" if isinstance(data, dict) and data.get(
                     "tx_id") else ""
+                evidence = data.get("evidence") if isinstance(data, dict) else None
+                if name == "request" and isinstance(evidence, dict):
+                    extra = (f" (pre-emptive: the watcher saw {evidence.get('node')} "
+                             f"{evidence.get('kind')}, before any miss)")
                 timeline.event(status, f"signer: {name}{extra}")
                 if name == "broadcast" and isinstance(data, dict) and data.get("tx_id"):
                     tx_id = str(data["tx_id"])
