@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -202,3 +204,31 @@ def parse_env_text(text: str, path: Path) -> dict[str, str]:
         values[m[1]] = value
     return values
 
+
+def read_private_text(path: Path, *, config_path: Path, field: str, max_bytes: int) -> str:
+    """The UTF-8 text of a secret-holding file named by a config field: a regular file,
+    not a symlink, readable by its owner only (0600 or 0400), at most ``max_bytes``.
+
+    Raises:
+        ConfigError: missing, a symlink, unsafe mode, too large or not UTF-8 (naming the
+            config file and the field, never the content).
+    """
+    where = {"path": str(config_path), "field": field}
+    try:
+        # SECURITY: O_NOFOLLOW — a planted symlink cannot point us at another file.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise ConfigError(f"cannot open {path}: {e.strerror}", **where) from e
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fh.fileno()).st_mode
+        # SECURITY: T8 — such a file holds a token; group or others must not read it.
+        if not stat.S_ISREG(mode) or mode & 0o077:
+            raise ConfigError(f"{path} must be a regular file of mode 0600 "
+                              f"(it is {stat.S_IMODE(mode):04o}); chmod 600 it", **where)
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ConfigError(f"{path} is larger than {max_bytes} bytes", **where)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8", **where) from e

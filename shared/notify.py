@@ -21,9 +21,7 @@ counted against the hourly cap.
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import stat
 import threading
 import time
 from collections import Counter, deque
@@ -33,6 +31,7 @@ from pathlib import Path
 from typing import Final, Protocol
 
 from shared.clock import Clock
+from shared.config import read_private_text
 from shared.errors import ConfigError, NotifyError
 from shared.secret import Secret
 
@@ -291,23 +290,10 @@ def read_url_file(path: Path, *, config_path: Path, field: str) -> list[Secret]:
         ConfigError: missing, unsafe mode, too large, not UTF-8, a malformed line, or empty.
     """
     where = {"path": str(config_path), "field": field}
+    text = read_private_text(path, config_path=config_path, field=field,
+                             max_bytes=_MAX_URL_FILE_BYTES)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as e:
-        raise ConfigError(f"cannot open {path}: {e.strerror}", **where) from e
-    with os.fdopen(fd, "rb") as fh:
-        mode = os.fstat(fh.fileno()).st_mode
-        # SECURITY: T8 — notification URLs carry bot tokens and webhook secrets.
-        if not stat.S_ISREG(mode) or mode & 0o077:
-            raise ConfigError(f"{path} must be a regular file of mode 0600 "
-                              f"(it is {stat.S_IMODE(mode):04o}); chmod 600 it", **where)
-        data = fh.read(_MAX_URL_FILE_BYTES + 1)
-    if len(data) > _MAX_URL_FILE_BYTES:
-        raise ConfigError(f"{path} is larger than {_MAX_URL_FILE_BYTES} bytes", **where)
-    try:
-        urls = parse_url_lines(data.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path} is not UTF-8", **where) from e
+        urls = parse_url_lines(text)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}", **where) from e
     if not urls:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from shared.config import Fields, load_toml, parse_env_text, resolve_path
+from shared.config import Fields, load_toml, parse_env_text, read_private_text, resolve_path
 from shared.errors import ConfigError
 from shared.notify import parse_url_lines, read_url_file
 from shared.secret import Secret as SharedSecret
@@ -196,40 +195,17 @@ def read_env_file(env_path: Path, config_path: Path) -> dict[str, str]:
     Raises:
         ConfigError: missing, unsafe mode, too large, not UTF-8, or a malformed line.
     """
-    where = {"path": str(config_path), "field": "twilio.env_file"}
-    try:
-        fd = os.open(env_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as e:
-        raise ConfigError(f"cannot open {env_path}: {e.strerror}", **where) from e
-    with os.fdopen(fd, "rb") as fh:
-        mode = os.fstat(fh.fileno()).st_mode
-        # SECURITY: T8 — a .env readable by group or others leaks the Twilio token.
-        if not stat.S_ISREG(mode) or mode & 0o077:
-            raise ConfigError(f"{env_path} must be a regular file of mode 0600 "
-                              f"(it is {stat.S_IMODE(mode):04o}); chmod 600 it", **where)
-        data = fh.read(_MAX_ENV_FILE_BYTES + 1)
-    if len(data) > _MAX_ENV_FILE_BYTES:
-        raise ConfigError(f"{env_path} is larger than {_MAX_ENV_FILE_BYTES} bytes", **where)
-    try:
-        return parse_env_text(data.decode("utf-8"), env_path)
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{env_path} is not UTF-8", **where) from e
+    text = read_private_text(env_path, config_path=config_path, field="twilio.env_file",
+                             max_bytes=_MAX_ENV_FILE_BYTES)
+    return parse_env_text(text, env_path)
 
 
 def _read_token(token_path: Path, config_path: Path) -> Secret:
-    where = {"path": str(config_path), "field": "twilio.auth_token_file"}
-    try:
-        fd = os.open(token_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as e:
-        raise ConfigError(f"cannot open {token_path}: {e.strerror}", **where) from e
-    with os.fdopen(fd, "rb") as fh:
-        mode = os.fstat(fh.fileno()).st_mode
-        if not stat.S_ISREG(mode) or mode & 0o077:
-            raise ConfigError(f"{token_path} must be a regular file of mode 0600", **where)
-        data = fh.read(_MAX_TOKEN_BYTES + 1)
-    text = data.decode("utf-8", errors="replace").strip()
-    if not text or len(data) > _MAX_TOKEN_BYTES:
-        raise ConfigError(f"{token_path} is empty or too large", **where)
+    text = read_private_text(token_path, config_path=config_path,
+                             field="twilio.auth_token_file", max_bytes=_MAX_TOKEN_BYTES).strip()
+    if not text:
+        raise ConfigError(f"{token_path} is empty", path=str(config_path),
+                          field="twilio.auth_token_file")
     return Secret(text)
 
 
