@@ -14,17 +14,16 @@ import binascii
 import hmac
 import json
 import re
-import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Literal
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qs
 
-Mode = Literal["ok", "error", "hang"]
+from drill.recorder import Recorder
+
 _MESSAGES_PATH = re.compile(r"/2010-04-01/Accounts/(?P<sid>[^/]+)/Messages\.json")
 _MAX_BODY = 64 << 10
 
@@ -40,30 +39,20 @@ class RecordedMessage:
     body: str
 
 
-class FakeTwilio:
+class FakeTwilio(Recorder):
     """A threaded HTTP server on 127.0.0.1 that records the SMS it is asked to send."""
 
     def __init__(self, account_sid: str, auth_token: str, *, hang_max_s: float = 30.0) -> None:
+        super().__init__(_handler_for(self), "fake-twilio", hang_max_s=hang_max_s)
         self.account_sid = account_sid
         self._auth_token = auth_token
-        self.hang_max_s = hang_max_s
-        self._mode: Mode = "ok"
-        self._cond = threading.Condition()
         self._messages: list[RecordedMessage] = []
-        self._release = threading.Event()
         self.requests_seen = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-            name="fake-twilio", daemon=True,
-        )
 
     @property
     def base_url(self) -> str:
         """The URL to hand to ``TwilioNotifier(api_base_url=...)``."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def messages(self) -> list[RecordedMessage]:
@@ -71,42 +60,10 @@ class FakeTwilio:
         with self._cond:
             return list(self._messages)
 
-    def set_mode(self, mode: Mode) -> None:
-        """Answer normally (``ok``), with 500 (``error``), or hold requests (``hang``)."""
-        with self._cond:
-            self._mode = mode
-            if mode == "hang":
-                self._release.clear()
-            else:
-                self._release.set()
-
-    def release(self) -> None:
-        """Let held requests proceed (they are then answered normally)."""
-        self.set_mode("ok")
-
     def wait_for_messages(self, count: int, timeout: float) -> bool:
         """Wait until at least ``count`` messages were accepted; False on timeout."""
         with self._cond:
             return self._cond.wait_for(lambda: len(self._messages) >= count, timeout)
-
-    def start(self) -> FakeTwilio:
-        """Start serving in a background thread."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Release held requests, stop serving and close the socket."""
-        self._release.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> FakeTwilio:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     def _authorised(self, header: str | None) -> bool:
         if not header or not header.startswith("Basic "):
@@ -122,10 +79,7 @@ class FakeTwilio:
     def _handle_post(self, path: str, auth: str | None, form: bytes) -> tuple[int, dict[str, Any]]:
         with self._cond:
             self.requests_seen += 1
-            mode = self._mode
-        if mode == "hang":
-            self._release.wait(self.hang_max_s)
-        elif mode == "error":
+        if self._arrived() == "error":
             return 500, _error(500, 20500, "Internal Server Error")
         if not self._authorised(auth):
             return 401, _error(401, 20003, "Authenticate")

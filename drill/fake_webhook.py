@@ -8,14 +8,13 @@ request until :meth:`release` or ``hang_max_s`` (a hung channel).
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Literal
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qs
 
-Mode = Literal["ok", "error", "hang"]
+from drill.recorder import Recorder
+
 _MAX_BODY = 64 << 10
 
 
@@ -28,25 +27,12 @@ class Posted:
     fields: dict[str, Any]
 
 
-class WebhookRecorder:
+class WebhookRecorder(Recorder):
     """A threaded HTTP server on 127.0.0.1 that records JSON or form posts."""
 
     def __init__(self, *, hang_max_s: float = 30.0) -> None:
-        self.hang_max_s = hang_max_s
-        self._mode: Mode = "ok"
-        self._cond = threading.Condition()
+        super().__init__(_handler_for(self), "fake-webhook", hang_max_s=hang_max_s)
         self._posts: list[Posted] = []
-        self._release = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, name="fake-webhook",
-                                        daemon=True)
-
-    @property
-    def port(self) -> int:
-        """The bound port."""
-        return int(self._server.server_address[1])
 
     def url(self, scheme: str = "json", path: str = "/hook") -> str:
         """An apprise URL for this recorder, e.g. ``json://127.0.0.1:PORT/hook``."""
@@ -58,49 +44,13 @@ class WebhookRecorder:
         with self._cond:
             return list(self._posts)
 
-    def set_mode(self, mode: Mode) -> None:
-        """Answer 200 (``ok``), 500 (``error``), or hold requests (``hang``)."""
-        with self._cond:
-            self._mode = mode
-            if mode == "hang":
-                self._release.clear()
-            else:
-                self._release.set()
-
-    def release(self) -> None:
-        """Let held requests proceed."""
-        self.set_mode("ok")
-
     def wait_for_posts(self, count: int, timeout: float) -> bool:
         """Wait until at least ``count`` posts were accepted; False on timeout."""
         with self._cond:
             return self._cond.wait_for(lambda: len(self._posts) >= count, timeout)
 
-    def start(self) -> WebhookRecorder:
-        """Start serving in a background thread."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Release held requests, stop serving and close the socket."""
-        self._release.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> WebhookRecorder:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
     def _handle(self, path: str, content_type: str, body: bytes) -> int:
-        with self._cond:
-            mode = self._mode
-        if mode == "hang":
-            self._release.wait(self.hang_max_s)
-        elif mode == "error":
+        if self._arrived() == "error":
             return 500
         if content_type.startswith("application/json"):
             try:
