@@ -30,6 +30,7 @@ from shared.httpsig import (
     signed_headers_for,
     verify_response,
 )
+from signer.failpoints import ENV_NAME as FAILPOINT_ENV
 
 SIGNER = str(Path(sys.executable).with_name("witness-signer"))
 KEY_CHANGE_OPS = ("witness_update_operation", "witness_set_properties_operation")
@@ -311,10 +312,14 @@ def test_manual_approval_from_the_cli_switches_to_backup1(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 @pytest.mark.timeout(180)
-def test_sigkill_after_broadcast_then_restart_switches_exactly_once(tmp_path: Path) -> None:
+def test_sigkill_after_broadcast_then_restart_switches_exactly_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A signer killed right after recording its broadcast reconciles on restart: one switch."""
     with running_devnet(tmp_path / "drill", key_mode="active") as devnet:
         directory = devnet.dir
+        # The fail point kills the signer exactly there (a SIGKILL sent from here raced
+        # the signer, which now confirms within a block of the broadcast).
+        monkeypatch.setenv(FAILPOINT_ENV, "broadcast_recorded")
         with running_signer(directory, "first") as signer:
             status = _primary_fails(devnet)
             outcome: dict[str, Any] = {}
@@ -328,13 +333,11 @@ def test_sigkill_after_broadcast_then_restart_switches_exactly_once(tmp_path: Pa
 
             asker = threading.Thread(target=ask)
             asker.start()
-            # SIGKILL the whole process group as soon as the intent row is durable:
-            # the crash window between "about to send" and "confirmed" (T7).
-            _wait(lambda: bool(_query(directory, "SELECT 1 FROM broadcasts")), 60,
-                  "the broadcast intent row")
-            signer.kill(signal.SIGKILL)
-            signer.proc.wait(timeout=10)
+            # SIGKILL once the broadcast is sent and recorded, before its confirmation:
+            # the crash window between "sent" and "confirmed" (T7).
+            assert signer.proc.wait(timeout=60) == -signal.SIGKILL
             asker.join(timeout=30)
+        monkeypatch.delenv(FAILPOINT_ENV)
         ((request_id, state),) = _query(directory, "SELECT id, state FROM requests")
         assert state == "broadcast"
 
