@@ -6,84 +6,16 @@ import json
 import os
 import stat
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support.watcher_fakes import BACKUP, PRIMARY, SETTINGS, T0, FakeClock, FakeReader, FakeSigner
 
 from shared.notify import LogNotifier
-from watcher.core import NodeView, Observation, Policy, WatchState
-from watcher.daemon import Settings, Watcher
-from watcher.schedule import Schedule, Timing
+from watcher.core import WatchState
+from watcher.daemon import Watcher
 from watcher.signer_client import SignerAnswer, SignerUnreachableError
 from watcher.state import STATE_FILE, StateError, StateStore
-
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
-PRIMARY = "STM" + "P" * 50
-BACKUP = "STM" + "B" * 50
-SETTINGS = Settings(account="alice", policy=Policy(miss_threshold=1),
-                    timing=Timing(block_interval_s=3, max_poll_interval_s=30, stale_after_s=15,
-                                  visible_after_s=1))
-
-
-class FakeClock:
-    """A clock that moves one second per reading."""
-
-    def __init__(self) -> None:
-        self.t = T0
-
-    def now(self) -> datetime:
-        """The time, one second later than last time."""
-        self.t += timedelta(seconds=1)
-        return self.t
-
-
-class FakeReader:
-    """One fresh node whose witness the test sets."""
-
-    def __init__(self) -> None:
-        self.key, self.missed, self.head, self.calls = PRIMARY, 10, 100, 0
-
-    def observe(self, now: datetime) -> Observation:
-        """An answer with a new head each time."""
-        self.head += 1
-        self.calls += 2
-        return Observation((NodeView("http://127.0.0.1:1/", True, self.head, now, self.head,
-                                     self.key, self.missed, self.head - 1),))
-
-    def schedule(self) -> Schedule:
-        """A one-witness round."""
-        return Schedule(("alice",), self.head + 100)
-
-
-class FakeSigner:
-    """Answers failover requests from a script and records every body it was sent."""
-
-    def __init__(self, *answers: SignerAnswer | Exception) -> None:
-        self.answers = list(answers)
-        self.bodies: list[bytes] = []
-        self.requests_sent = 0
-
-    def _next(self) -> SignerAnswer:
-        self.requests_sent += 1
-        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    def failover(self, body: bytes) -> SignerAnswer:
-        """Record and answer."""
-        self.bodies.append(body)
-        return self._next()
-
-    def request_state(self, request_id: str, attempts: int | None = None) -> SignerAnswer:
-        """Answer."""
-        return self._next()
-
-    def follow(self, answer: SignerAnswer, timeout_s: float, interval_s: float) -> SignerAnswer:
-        """Already final in these tests."""
-        return answer
-
 
 SWITCH_BLOCK = 10_000  # beyond the fake nodes' heads: they have not applied the switch yet
 
