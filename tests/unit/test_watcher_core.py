@@ -362,3 +362,82 @@ def test_condition_kind_and_repeat(observation: Observation, policy: Policy, kin
 def test_quorum_missed_needs_quorum_values() -> None:
     """Fewer nodes on the key than the quorum agree on nothing."""
     assert quorum_missed((node(0, missed=15),), PRIMARY, 2) is None
+
+
+# ---- issue 10, second mutation run: the rules the first round of tests left open --------
+
+
+@pytest.mark.parametrize("state", [
+    pytest.param(replace(ARMED, phase="unarmed", baseline_missed=0), id="unarmed-holding-a-key"),
+    pytest.param(replace(ARMED, armed_key=None), id="armed-without-a-key"),
+])
+def test_unarmed_or_keyless_state_takes_a_fresh_baseline(state: WatchState) -> None:
+    """A state file that says "unarmed" or names no armed key (an operator's edit, an old
+    file) re-arms on the key on chain: no miss counted against a stale baseline, no
+    key_changed alert."""
+    decision = decide(obs(node(0, missed=12)), state, POLICY, NOW)
+    assert decision == Rearm(PRIMARY, 12, f"armed on {PRIMARY} at total_missed 12",
+                             expected=True)
+
+
+@pytest.mark.parametrize(("observation", "policy", "text"), [
+    pytest.param(obs(failed=3), POLICY, "no RPC node answered (3 failed)", id="no-answer"),
+    pytest.param(obs(node(0, fresh=False, head=100), node(1, fresh=False, head=100)), POLICY,
+                 "chain halted: head stuck at #100 on 2 node(s)", id="halted"),
+    pytest.param(obs(node(0, fresh=False, head=90), node(1, fresh=False, head=100)), POLICY,
+                 "every RPC node that answered is stale", id="stale"),
+    pytest.param(obs(node(0, missed=99), node(1, fresh=False)), POLICY_Q2,
+                 "1 fresh RPC node(s), quorum is 2", id="below-quorum"),
+])
+def test_condition_alert_text_says_what_is_wrong(observation: Observation, policy: Policy,
+                                                 text: str) -> None:
+    """The alert a human receives names the condition's facts (the daemon annotates and
+    sends this text; a missing text would break it)."""
+    decision = decide(observation, ARMED, policy, NOW)
+    assert isinstance(decision, Alert)
+    assert decision.text == text
+
+
+def test_key_change_reason_names_both_keys() -> None:
+    """The key_changed alert is built from the re-arm reason: it names the old and new key."""
+    decision = decide(obs(node(0, missed=11, key=BACKUP)), ARMED, POLICY, NOW)
+    assert isinstance(decision, Rearm)
+    assert decision.reason == f"signing key changed from {PRIMARY} to {BACKUP}"
+
+
+@pytest.mark.parametrize(("state", "where"), [
+    pytest.param(SWITCHED, " in block #101", id="block-known"),
+    pytest.param(replace(SWITCHED, switch_block=None), "", id="block-unknown"),
+])
+def test_switched_back_reason_names_the_switch(state: WatchState, where: str) -> None:
+    """The alert for a switch that was undone names the key back on chain, the key switched
+    to and, when known, the block the switch was seen in (never "#None")."""
+    decision = decide(obs(node(0, missed=14, head=101)), state, POLICY, NOW)
+    assert isinstance(decision, Rearm)
+    assert decision.reason == (f"signing key is {PRIMARY} again after the switch to "
+                               f"{BACKUP}{where}")
+
+
+BLOCKED = replace(PENDING, request_preemptive=True, preempt_blocked="primary=down")
+
+
+@pytest.mark.parametrize(("transition", "expected"), [
+    pytest.param(lambda: after_decision(BLOCKED, Rearm(BACKUP, 14, "moved", expected=True),
+                                        LATER),
+                 WatchState(phase="armed", armed_key=BACKUP, baseline_missed=14, armed_at=LATER),
+                 id="rearm-forgets-the-preemptive-request-and-its-block"),
+    pytest.param(lambda: with_closed(replace(PENDING, preempt_blocked="old"), LATER,
+                                     picture="new"),
+                 replace(ARMED, baseline_missed=12, armed_at=LATER, condition="rpc_unhealthy",
+                         preempt_blocked="old"),
+                 id="closed-reactive-request-leaves-the-block"),
+    pytest.param(lambda: with_closed(BLOCKED, LATER, picture="new"),
+                 replace(ARMED, baseline_missed=12, armed_at=LATER, condition="rpc_unhealthy",
+                         preempt_blocked="new"),
+                 id="closed-preemptive-request-blocks-its-picture"),
+])
+def test_transitions_clear_the_preemption_fields(transition: Callable[[], WatchState],
+                                                 expected: WatchState) -> None:
+    """A re-arm or a closed request leaves no pre-emptive flag behind; only a pre-emptive
+    request's end blocks the health picture it was refused on."""
+    assert transition() == expected

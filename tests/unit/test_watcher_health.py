@@ -186,6 +186,36 @@ def test_an_old_health_picture_is_ignored() -> None:
     assert isinstance(d, Hold)
 
 
+@pytest.mark.parametrize("health", [
+    pytest.param(None, id="no-monitor-yet"),
+    pytest.param(initial_view(NODES), id="no-probe-round-yet"),
+])
+def test_preemptive_policy_without_a_probe_round_holds(health: HealthView | None) -> None:
+    """Pre-emption on but no probe round to judge by (none yet): a plain Hold, no error."""
+    assert decide(obs(), ARMED, POLICY, NOW, health) == Hold(
+        "0 new misses since armed < 1")
+
+
+def test_a_picture_exactly_health_max_age_old_still_counts() -> None:
+    """Only a round *older* than health_max_age is ignored: at the limit it still acts."""
+    health = rounds(PRIMARY_DOWN, PRIMARY_DOWN)
+    assert health.at is not None
+    d = decide(obs(), ARMED, POLICY, health.at + POLICY.health_max_age, health)
+    assert isinstance(d, FailOver)
+    assert d.evidence is not None
+
+
+def test_preemption_resumes_exactly_when_the_cooldown_ends() -> None:
+    """The cooldown after a switch lasts preempt_cooldown, not a moment longer."""
+    health = rounds(PRIMARY_DOWN, PRIMARY_DOWN)
+    state = replace(ARMED, last_switch_at=NOW - POLICY.preempt_cooldown)
+    d = decide(obs(), state, POLICY, NOW, health)
+    assert isinstance(d, FailOver)
+    assert d.evidence is not None
+    cooling = replace(ARMED, last_switch_at=NOW - POLICY.preempt_cooldown + timedelta(seconds=1))
+    assert isinstance(decide(obs(), cooling, POLICY, NOW, health), Hold)
+
+
 def test_misses_still_fail_over_reactively_without_evidence() -> None:
     """At the miss threshold the request is reactive, whatever the health says."""
     d = decide(obs(missed=11), ARMED, POLICY, NOW, rounds(ALL_UP))
