@@ -441,3 +441,13 @@ def test_transitions_clear_the_preemption_fields(transition: Callable[[], WatchS
     """A re-arm or a closed request leaves no pre-emptive flag behind; only a pre-emptive
     request's end blocks the health picture it was refused on."""
     assert transition() == expected
+
+
+def test_switched_without_request_count_counts_from_the_baseline() -> None:
+    """A switched state that lacks the request's count (an older state file) counts the
+    old key's misses from the armed baseline instead."""
+    state = replace(SWITCHED, request_observed=None)
+    assert isinstance(decide(obs(node(0, missed=11, head=100)), state, POLICY, NOW), Hold)
+    decision = decide(obs(node(0, missed=12, head=100)), state, POLICY, NOW)
+    assert isinstance(decision, Rearm)
+    assert (decision.key, decision.baseline_missed, decision.expected) == (PRIMARY, 10, False)
