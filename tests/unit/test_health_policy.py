@@ -191,6 +191,14 @@ def test_preemptive_refused(health: HealthSnapshot | None, ask: dict[str, Any],
     assert (decision.rule, decision.status, decision.alert) == (rule, 409, True)
 
 
+def test_unprobed_failing_node_is_refused_as_unprobed_not_as_healthy() -> None:
+    """A failing node without health_url is refused as unprobed: the signer never saw it healthy."""
+    decision = run(snapshot("unknown", "healthy", "healthy"))
+    assert isinstance(decision, Refuse)
+    assert "cannot probe it (no health_url)" in decision.reason
+    assert "healthy at head" not in decision.reason
+
+
 def test_preemptive_off_refuses_evidence_without_misses() -> None:
     """With [policy] preemptive = false, evidence alone is not enough."""
     decision = run(snapshot("down", "healthy", "healthy"), policy=make_policy())
