@@ -191,11 +191,19 @@ def test_preemptive_refused(health: HealthSnapshot | None, ask: dict[str, Any],
     assert (decision.rule, decision.status, decision.alert) == (rule, 409, True)
 
 
+def test_unprobed_failing_node_is_refused_as_unprobed_not_as_healthy() -> None:
+    """A failing node without health_url is refused as unprobed: the signer never saw it healthy."""
+    decision = run(snapshot("unknown", "healthy", "healthy"))
+    assert isinstance(decision, Refuse)
+    assert "cannot probe it (no health_url)" in decision.reason
+    assert "healthy at head" not in decision.reason
+
+
 def test_preemptive_off_refuses_evidence_without_misses() -> None:
     """With [policy] preemptive = false, evidence alone is not enough."""
     decision = run(snapshot("down", "healthy", "healthy"), policy=make_policy())
     assert isinstance(decision, Refuse)
-    assert decision.rule == "preemptive_off"
+    assert (decision.rule, decision.status, decision.alert) == ("preemptive_off", 409, False)
 
 
 def test_evidence_must_name_the_node_holding_the_key() -> None:
@@ -203,7 +211,7 @@ def test_evidence_must_name_the_node_holding_the_key() -> None:
     ev = Evidence("node_down", "backup1", PRIMARY, 1764644000, 3, "connection refused")
     decision = run(snapshot("down", "healthy", "healthy"), evidence=ev)
     assert isinstance(decision, Refuse)
-    assert decision.rule == "health_disagrees"
+    assert (decision.rule, decision.status, decision.alert) == ("health_disagrees", 409, True)
 
 
 def test_misses_on_chain_carry_an_ask_whatever_the_health_says() -> None:
@@ -270,3 +278,55 @@ def test_wrap_around_to_a_healthy_primary_counts_a_round() -> None:
                       health=snapshot("healthy", "down", "down"))
     assert isinstance(decision, Switch)
     assert (decision.target_key, decision.new_rounds) == (PRIMARY, 1)
+
+
+def test_reactive_named_target_seen_dead_is_refused() -> None:
+    """After misses, a watcher-named target the signer sees dead is refused, not switched to."""
+    decision = run(snapshot("down", "down", "healthy"), evidence=None, total_missed=12,
+                   policy=make_policy(node_names=NAMES), target_key=BACKUP1)
+    assert isinstance(decision, Refuse)
+    assert (decision.rule, decision.status, decision.alert) == ("target_unhealthy", 409, True)
+    assert "backup1" in decision.reason
+
+
+def test_reactive_named_target_without_health_url_is_allowed() -> None:
+    """After misses, a named target the signer cannot probe is eligible, as without health."""
+    decision = run(snapshot("down", "unknown", "healthy"), evidence=None, total_missed=12,
+                   policy=make_policy(node_names=NAMES), target_key=BACKUP1)
+    assert isinstance(decision, Switch)
+    assert decision.target_key == BACKUP1
+
+
+def without(name: str, health: HealthSnapshot) -> HealthSnapshot:
+    """``health`` with the node ``name`` left out (a snapshot not covering every key)."""
+    return HealthSnapshot(tuple(n for n in health.nodes if n.name != name), health.chain_head)
+
+
+def test_preemptive_named_target_missing_from_the_snapshot_is_refused() -> None:
+    """A pre-emptive ask naming a key the snapshot has no node for is refused, not a crash."""
+    decision = run(without("backup1", snapshot("down", "healthy", "healthy")),
+                   target_key=BACKUP1)
+    assert isinstance(decision, Refuse)
+    assert (decision.rule, decision.alert) == ("target_unhealthy", True)
+    assert "(?) has no health_url" in decision.reason
+
+
+def test_preemptive_rotation_passes_a_key_missing_from_the_snapshot() -> None:
+    """A pre-emptive rotation skips a key without a node in the snapshot and names no dead node."""
+    decision = run(without("backup1", snapshot("down", "healthy", "healthy")))
+    assert isinstance(decision, Switch)
+    assert decision.target_key == BACKUP2
+    assert "skipped dead" not in decision.reason
+
+
+def test_exhausted_two_key_rotation_with_the_other_node_dead_disables() -> None:
+    """Two keys, on the last with no round left and the other node dead: the rotation ends."""
+    keys, names = (PRIMARY, BACKUP1), ("primary", "backup1")
+    policy = make_policy(node_keys=keys, node_names=names, max_rounds=0,
+                         on_exhausted="disable")
+    health = HealthSnapshot((NodeHealth("primary", PRIMARY, "down", None, "refused"),
+                             NodeHealth("backup1", BACKUP1, "down", None, "refused")),
+                            CHAIN_HEAD)
+    decision = decide(make_ask(failing_key=BACKUP1), make_chain(key=BACKUP1),
+                      make_history(armed_key=BACKUP1), policy, NOW, health=health)
+    assert isinstance(decision, Disable)

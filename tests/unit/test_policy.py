@@ -205,6 +205,9 @@ CONFIG_ERRORS = [
     pytest.param({"approval": "never"}, "approval", id="bad_approval"),
     pytest.param({"approval_timeout": timedelta(0)}, "approval_timeout", id="no_timeout"),
     pytest.param({"veto_window": timedelta(0)}, "veto_window", id="no_veto_window"),
+    pytest.param({"preemptive": "yes"}, "preemptive", id="preemptive_not_bool"),
+    pytest.param({"node_names": ("primary", "backup1")}, "node_names", id="node_names_short"),
+    pytest.param({"deny_hold": -MIN}, "deny_hold", id="negative_deny_hold"),
 ]
 
 
@@ -483,6 +486,19 @@ def test_node_keys_are_kept_as_a_tuple() -> None:
     policy = make_policy(node_keys=list(KEYS))
     assert policy.node_keys == KEYS
     assert isinstance(policy.node_keys, tuple)
+
+
+def test_node_names_are_kept_as_a_tuple() -> None:
+    """Node names given as a list are stored as a tuple, so the policy stays hashable."""
+    names = ("primary", "backup1", "backup2")
+    policy = make_policy(node_names=list(names))
+    assert policy.node_names == names
+    assert hash(policy) == hash(make_policy(node_names=names))
+
+
+def test_zero_deny_hold_is_allowed() -> None:
+    """A deny_hold of zero (a denial holds nothing back) is a valid policy."""
+    assert make_policy(deny_hold=timedelta(0)).deny_hold == timedelta(0)
 
 
 @pytest.mark.parametrize(("key", "ok"), [("STM", False), ("STMa", True), ("stm" + "5" * 50, False)])
