@@ -6,6 +6,7 @@ throwaway drill directory (``witness-devnet init --fast-kdf``); everything talks
 
     .venv/bin/python bench/signer_bench.py [--auth-seconds 3] [--flood-rate 1000]
                                            [--flood-seconds 20] [--samples 200]
+                                           [--flood-source 127.0.0.2]
 
 1. ``authenticate``: ``SignerService.authenticate`` (RFC 9421 checks, Ed25519, SQLite
    nonce store with WAL and ``synchronous=FULL``), in this process pinned to one CPU,
@@ -21,12 +22,16 @@ throwaway drill directory (``witness-devnet init --fast-kdf``); everything talks
    (bounded: rate x seconds requests, at most seconds + 10 s) to the signer: ``GET
    /v1/status`` (``status_under_flood``) and, every 4th request of the same loop, an
    authentic failover ask refused with 409 "no evidence" (``refused_no_evidence_under_flood``:
-   the whole decision path, chain read and SQLite write included).
+   the whole decision path, chain read and SQLite write included). The flood comes
+   from another loopback address (``--flood-source``, 127.0.0.2), as an attacker's
+   would; ``--flood-source 127.0.0.1`` puts it on the legitimate client's own address.
 
 The signer allows 30 failover asks a minute per client, so the bench adds throwaway
 watcher clients to its drill's signer.toml and spreads the 409 and dry-run samples
-over them. With two or more CPUs the devnet and the signer run on all CPUs but the
-last, the load generators (this process and the flood) on the last.
+over them. With two or more CPUs the signer runs on all CPUs but the last and the load
+generators (this process and the flood) on the last; the devnet, which stands for API
+nodes on other hosts, runs with the load generators (``--layout own-core``) or with
+the signer (``--layout shared``, the layout of the earlier figures).
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ import itertools
 import json
 import os
 import platform
+import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -272,14 +279,50 @@ def series_doc(what: str, times: list[float], statuses: Counter[int], **extra: A
             **percentiles_ms(times), **extra}
 
 
-def flood(port: int, rate: float, seconds: float) -> None:
-    """(Child process.) Send forged failover requests at ``rate``/s for ``seconds``; print JSON."""
+def _raw_request(method: str, path: str, port: int, body: bytes,
+                 headers: dict[str, str]) -> bytes:
+    """One HTTP/1.1 request, keep-alive, as the bytes on the wire."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {HOST}:{port}", f"Content-Length: {len(body)}",
+             *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def _read_status(sock: socket.socket) -> tuple[str, bool]:
+    """Read one whole answer; return its status code and whether the connection stays open."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionResetError("closed before the answer")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":")
+                                                          for line in lines[1:])}
+    length = int(fields.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionResetError("closed in the answer's body")
+        rest += chunk
+    return lines[0].split(" ", 2)[1], fields.get("connection", "").lower() != "close"
+
+
+def flood(port: int, rate: float, seconds: float, source: str) -> None:
+    """(Child process.) Send forged failover requests at ``rate``/s for ``seconds``; print JSON.
+
+    The connections come from the loopback address ``source`` (Linux routes all of
+    127.0.0.0/8 locally): 127.0.0.1 is the legitimate client's own address.
+    """
     mallory = Ed25519Signer.generate()  # signs as keyid "watcher": the signature never verifies
     path, url = "/v1/failover", f"http://{HOST}:{port}/v1/failover"
     body = failover_body(SOME_KEY, 99)
     now = datetime.now(UTC)  # within max_skew for the whole (bounded) flood
-    pool = [signed_headers_for("POST", url, body, "application/json", mallory, "watcher", now)
-            for _ in range(FLOOD_POOL)]
+    # Whole requests as bytes, built up front: the generator spends its CPU on sending,
+    # not on http.client, so it keeps up on the core it shares with the devnet.
+    pool = [_raw_request("POST", path, port, body, signed_headers_for(
+        "POST", url, body, "application/json", mallory, "watcher", now))
+        for _ in range(FLOOD_POOL)]
     total = int(rate * seconds)
     counter, statuses, errors = itertools.count(), Counter[str](), Counter[str]()
     latencies: list[float] = []
@@ -289,24 +332,32 @@ def flood(port: int, rate: float, seconds: float) -> None:
     deadline = t0 + seconds + 10
 
     def sender() -> None:
-        conn = http.client.HTTPConnection(HOST, port, timeout=10)
+        sock: socket.socket | None = None
         while (i := next(counter)) < total and time.perf_counter() < deadline:
             delay = t0 + i / rate - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
             sent_at = time.perf_counter()
             try:
-                conn.request("POST", path, body, pool[i % FLOOD_POOL])
-                response = conn.getresponse()
-                response.read()
-                outcome, bucket = str(response.status), statuses
-            except (OSError, http.client.HTTPException) as e:
-                conn.close()
-                outcome, bucket = type(e).__name__, errors
+                if sock is None:
+                    sock = socket.create_connection((HOST, port), timeout=10,
+                                                    source_address=(source, 0))
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.sendall(pool[i % FLOOD_POOL])
+                outcome, keep = _read_status(sock)
+                bucket = statuses
+                if not keep:
+                    sock.close()
+                    sock = None
+            except OSError as e:
+                if sock is not None:
+                    sock.close()
+                sock, outcome, bucket = None, type(e).__name__, errors
             with lock:
                 bucket[outcome] += 1
                 latencies.append(time.perf_counter() - sent_at)
-        conn.close()
+        if sock is not None:
+            sock.close()
 
     threads = [threading.Thread(target=sender, daemon=True) for _ in range(FLOOD_CONNECTIONS)]
     for t in threads:
@@ -318,6 +369,7 @@ def flood(port: int, rate: float, seconds: float) -> None:
     print(json.dumps({"offered_per_s": rate, "sent": sent, "seconds": round(elapsed, 2),
                       "achieved_per_s": round(sent / elapsed), "statuses": dict(statuses),
                       "errors": dict(errors), "connections": FLOOD_CONNECTIONS,
+                      "source_address": source,
                       "forged_latency": percentiles_ms(latencies)}), flush=True)
 
 
@@ -386,7 +438,8 @@ def bench_http(devnet: DevnetClient, signer: subprocess.Popen[bytes], port: int,
     out["devnet_chain_read"] = bench_chain_read(drill, max(20, n // 6))
 
     proc = subprocess.Popen([sys.executable, __file__, "--flood", str(port), str(args.flood_rate),
-                             str(args.flood_seconds)], stdout=subprocess.PIPE, text=True)
+                             str(args.flood_seconds), args.flood_source],
+                            stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != "start":
@@ -456,10 +509,20 @@ def main() -> int:
     parser.add_argument("--flood-rate", type=float, default=1000.0)
     parser.add_argument("--flood-seconds", type=float, default=20.0)
     parser.add_argument("--flood-gap-s", type=float, default=0.01)
-    parser.add_argument("--flood", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--signer-threads", type=int, default=None,
+                        help="signer.threads for the served signer (default: the drill's)")
+    parser.add_argument("--layout", choices=("own-core", "shared"), default="own-core",
+                        help="own-core: the signer alone on all CPUs but the last, the devnet "
+                             "and the load generators on the last; shared: the devnet on the "
+                             "signer's CPUs")
+    parser.add_argument("--flood-source", default="127.0.0.2",
+                        help="loopback address the flood comes from; 127.0.0.1 is the "
+                             "legitimate client's own (the worst case: one source for both)")
+    parser.add_argument("--flood", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.flood:
-        flood(int(args.flood[0]), float(args.flood[1]), min(float(args.flood[2]), 25.0))
+        flood(int(args.flood[0]), float(args.flood[1]), min(float(args.flood[2]), 25.0),
+              args.flood[3])
         return 0
     if not 0 < args.flood_seconds <= 25:
         parser.error("--flood-seconds must be in (0, 25]: forged requests are signed up front "
@@ -472,6 +535,10 @@ def main() -> int:
                         str(base), "--slot-seconds", "0.25", "--fast-kdf"], check=True,
                        capture_output=True, timeout=60)
         watchers = add_watchers(drill, EXTRA_WATCHERS)
+        if args.signer_threads is not None:
+            text = (drill / "signer.toml").read_text()
+            (drill / "signer.toml").write_text(re.sub(
+                r"(?m)^threads = \d+$", f"threads = {args.signer_threads}", text, count=1))
         threads = tomllib.loads((drill / "signer.toml").read_text())["signer"]["threads"]
         auth = bench_authenticate(drill, args.auth_seconds)
         devnet = DevnetClient(f"http://{HOST}:{base}/", timeout_s=10)
@@ -484,14 +551,19 @@ def main() -> int:
             finally:
                 conn.close()
 
+        # "own-core": the signer alone on its CPUs, as on its own host; the devnet (the
+        # chain, elsewhere in production) with the load generators. "shared": the devnet
+        # on the signer's CPUs (the layout of the earlier figures).
+        devnet_cpus = load_cpus if args.layout == "own-core" else server_cpus
         try:
-            with affinity(server_cpus), started(
+            with affinity(devnet_cpus), started(
                     [console_script("witness-devnet"), "serve", "--config",
                      str(drill / "devnet.toml")],
                     drill / "devnet.log", lambda: bool(devnet.status()), "the devnet"), \
-                    started([console_script("witness-signer"), "serve", "--config",
-                             str(drill / "signer.toml")], drill / "signer.log", signer_up,
-                            "the signer") as signer, affinity(load_cpus):
+                    affinity(server_cpus), started(
+                    [console_script("witness-signer"), "serve", "--config",
+                     str(drill / "signer.toml")], drill / "signer.log", signer_up,
+                    "the signer") as signer, affinity(load_cpus):
                 results = bench_http(devnet, signer, base + 1, drill, watchers=watchers,
                                      args=args)
         finally:
@@ -502,7 +574,9 @@ def main() -> int:
         **results,
         "setup": {"devnet_slot_seconds": 0.25, "signer_threads": threads,
                   "extra_watcher_clients": EXTRA_WATCHERS,
-                  "server_cpus": sorted(server_cpus) if server_cpus else "all",
+                  "layout": args.layout, "flood_source": args.flood_source,
+                  "signer_cpus": sorted(server_cpus) if server_cpus else "all",
+                  "devnet_cpus": sorted(devnet_cpus) if devnet_cpus else "all",
                   "load_generator_cpus": sorted(load_cpus) if load_cpus else "all"},
         "wall_seconds": round(time.monotonic() - started_at, 1),
         "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),

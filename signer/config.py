@@ -42,7 +42,7 @@ _MAX_ENV_FILE_BYTES = 65536
 _TABLES: dict[str, tuple[str, ...]] = {
     "signer": ("host", "port", "threads", "max_body_bytes", "tls_cert", "tls_key", "state_dir",
                "signer_key", "max_skew_s", "header_timeout_s", "body_timeout_s",
-               "max_connections", "max_connections_per_source"),
+               "max_connections", "max_connections_per_source", "threads_per_source"),
     "chain": ("name", "nodes", "quorum", "timeout_s", "stale_after_s", "tx_expiration_s",
               "confirm_timeout_s"),
     "witness": ("account", "key_mode", "keys"),
@@ -126,6 +126,7 @@ class SignerConfig:
     body_timeout_s: float = 10.0
     max_connections: int = 512
     max_connections_per_source: int = 32
+    threads_per_source: int = 1  # application threads one source may hold at once
     # Producer-node probes ([health]); used when a node key has a health_url.
     health: HealthConfig = field(default_factory=HealthConfig)
     # apprise channels: a file of URLs (mode 0600), or an environment variable (warned).
@@ -221,11 +222,17 @@ class SignerConfig:
             port = int(env_override)
         state_dir = os.environ.get(ENV_STATE_DIR) or f.str("signer.state_dir", default="state")
         metrics_host, metrics_port = _metrics(f, port)
+        threads = f.int("signer.threads", default=8, lo=1, hi=64)
+        threads_per_source = f.int("signer.threads_per_source", default=1, lo=1, hi=64)
+        if threads_per_source > threads:
+            raise f.fail("signer.threads_per_source",
+                         f"must not exceed signer.threads ({threads})")
         return cls(
             path=path,
             host=os.environ.get(ENV_HOST) or f.str("signer.host", default="127.0.0.1"),
             port=port,
-            threads=f.int("signer.threads", default=8, lo=1, hi=64),
+            threads=threads,
+            threads_per_source=threads_per_source,
             max_body_bytes=f.int("signer.max_body_bytes", default=8192, lo=256, hi=1 << 20),
             tls_cert=tls_cert,
             tls_key=tls_key,

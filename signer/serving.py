@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import ipaddress
 import logging
 import os
 import signal
 import socket
 import sys
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +37,7 @@ from gevent.pywsgi import Input, LoggingLogAdapter, WSGIHandler, WSGIServer
 from gevent.threadpool import ThreadPool
 
 from shared.errors import ConfigError, FailoverError
+from signer.admission import FairShare, SourceLimiter, source_of
 from signer.app import build_service
 from signer.config import SignerConfig
 from signer.http import create_app
@@ -52,7 +51,6 @@ ErrorCode = Callable[[FailoverError], int]
 Response = tuple[str, list[tuple[str, str]], list[bytes]]
 
 BOOT_FAILED: Final = 1
-_IPV6_SOURCE_PREFIX: Final = 64  # one host or site usually holds a whole /64
 
 
 @dataclass(frozen=True)
@@ -70,6 +68,7 @@ class ServeOptions:
     body_timeout_s: float = 10
     max_connections: int = 512
     max_connections_per_source: int = 32
+    threads_per_source: int = 1
     backlog: int = 1024
     port_setting: str = "signer.port"  # named when the port cannot be bound
 
@@ -77,44 +76,6 @@ class ServeOptions:
     def scheme(self) -> str:
         """``https`` when TLS is configured."""
         return "https" if self.certfile else "http"
-
-
-def source_of(address: str) -> str:
-    """The key the per-source cap counts by: the IPv4 address, or the IPv6 address's /64."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, _IPV6_SOURCE_PREFIX), strict=False))
-    return str(ip)
-
-
-class SourceLimiter:
-    """Counts open connections per source; admits one only while its source is under the cap."""
-
-    def __init__(self, cap: int) -> None:
-        self._cap = cap
-        self._open: Counter[str] = Counter()
-
-    def admit(self, source: str) -> bool:
-        """Count a new connection from ``source``; False (not counted) when at the cap."""
-        if self._open[source] >= self._cap:
-            return False
-        self._open[source] += 1
-        return True
-
-    def release(self, source: str) -> None:
-        """Forget one connection from ``source``."""
-        self._open[source] -= 1
-        if self._open[source] <= 0:
-            del self._open[source]
-
-    def open_from(self, source: str) -> int:
-        """How many connections from ``source`` are open."""
-        return self._open[source]
 
 
 def _run_app(app: WSGIApp, environ: dict[str, Any]) -> Response:
@@ -141,10 +102,59 @@ def _run_app(app: WSGIApp, environ: dict[str, Any]) -> Response:
     return started[0][0], started[0][1], written
 
 
+class AppGate:
+    """Hands the ``slots`` application threads to waiting requests, fairly between sources.
+
+    Runs on the gevent hub only (every caller is a connection's greenlet), so it needs
+    no lock. Every request queues under its source in a
+    :class:`~signer.admission.FairShare`; a free slot goes to the waiter of the source
+    holding the fewest, and no source holds more than ``per_source``
+    (``signer.threads_per_source``, 1 by default) at once. ``slots`` equals the thread
+    pool's size: the pool's own first-come queue never holds a request.
+    """
+
+    def __init__(self, slots: int, *, per_source: int = 1) -> None:
+        self._free = slots
+        self._share: FairShare[Event] = FairShare(per_source=min(per_source, slots))
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for an application thread."""
+        return len(self._share)
+
+    def run(self, source: str, work: Callable[[], Response]) -> Response:
+        """Run ``work`` once ``source`` is given a slot; give the slot back after."""
+        turn = Event()
+        self._share.push(source, turn)
+        self._hand_out()
+        try:
+            turn.wait()
+        except BaseException:
+            # Killed while waiting (shutdown): leave the queue, or give back the slot
+            # that was handed over in the meantime.
+            if not self._share.remove(source, turn):
+                self._release(source)
+            raise
+        try:
+            return work()
+        finally:
+            self._release(source)
+
+    def _release(self, source: str) -> None:
+        self._share.finish(source)
+        self._free += 1
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        while self._free > 0 and (granted := self._share.pop()) is not None:
+            self._free -= 1
+            granted[1].set()
+
+
 class _Handler(WSGIHandler):  # type: ignore[misc]  # gevent is untyped
     """One connection: deadlines on the request, the app run in the server's thread pool."""
 
-    server: _Server
+    server: FrontServer
     wsgi_input: Any
     _deadline: gevent.Timeout
 
@@ -198,8 +208,13 @@ class _Handler(WSGIHandler):  # type: ignore[misc]  # gevent is untyped
             self.close_connection = True
         self.environ["wsgi.input"] = io.BytesIO(body)
         self.environ["wsgi.input_terminated"] = True
-        status, headers, chunks = self.server.app_threads.spawn(
-            _run_app, self.application, self.environ).get()
+        # SECURITY: T3/T10 — complete requests wait for an application thread in
+        # per-source turns: a flood from one address cannot queue ahead of another's.
+        address = self.client_address
+        status, headers, chunks = self.server.gate.run(
+            source_of(str(address[0] if isinstance(address, tuple) else address)),
+            lambda: self.server.app_threads.spawn(_run_app, self.application,
+                                                  self.environ).get())
         with gevent.Timeout(options.body_timeout_s, False):
             self.start_response(status, headers)
             for chunk in chunks:
@@ -209,6 +224,9 @@ class _Handler(WSGIHandler):  # type: ignore[misc]  # gevent is untyped
             return
         self.close_connection = True  # the client does not read its answer
 
+    def log_request(self) -> None:
+        """No access log: gevent formats a line per request even with ``log=None``."""
+
     def _give_up(self, status: str) -> None:
         self.wsgi_input = Input(io.BytesIO(), 0)
         self.close_connection = True
@@ -217,8 +235,12 @@ class _Handler(WSGIHandler):  # type: ignore[misc]  # gevent is untyped
             self.write(b"")
 
 
-class _Server(WSGIServer):  # type: ignore[misc]  # gevent is untyped
-    """The listener: per-source cap and TLS handshake before any HTTP is read."""
+class FrontServer(WSGIServer):  # type: ignore[misc]  # gevent is untyped
+    """The listener: per-source cap and TLS handshake before any HTTP is read.
+
+    Runs on the gevent hub of the thread that starts it; ``pool`` (``threads`` native
+    threads) runs the app, handed requests by :class:`AppGate` in per-source turns.
+    """
 
     handler_class = _Handler
 
@@ -232,6 +254,7 @@ class _Server(WSGIServer):  # type: ignore[misc]  # gevent is untyped
                          error_log=LoggingLogAdapter(log, logging.INFO), environ=env)
         self.options = options
         self.app_threads = pool
+        self.gate = AppGate(options.threads, per_source=options.threads_per_source)
         self.tls = tls
         self.sources = SourceLimiter(options.max_connections_per_source)
 
@@ -303,7 +326,7 @@ def serve(options: ServeOptions, boot: Boot, *, announce: Callable[[str], None],
         return BOOT_FAILED
     pool = ThreadPool(options.threads)
     try:
-        server = _Server(options, pool, tls)
+        server = FrontServer(options, pool, tls)
         server.init_socket()
     except OSError as e:
         pool.kill()
@@ -372,7 +395,8 @@ def serve_signer(config: SignerConfig, *, error_code: ErrorCode) -> int:
                            header_timeout_s=config.header_timeout_s,
                            body_timeout_s=config.body_timeout_s,
                            max_connections=config.max_connections,
-                           max_connections_per_source=config.max_connections_per_source)
+                           max_connections_per_source=config.max_connections_per_source,
+                           threads_per_source=config.threads_per_source)
 
     def boot() -> tuple[WSGIApp, Callable[[], None]]:
         service = build_service(config)

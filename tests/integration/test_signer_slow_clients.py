@@ -37,7 +37,7 @@ from shared.httpsig import (
     signed_headers_for,
     verify_response,
 )
-from signer.serving import SourceLimiter, source_of
+from signer.admission import SourceLimiter, source_of
 
 HEADER_TIMEOUT_S = 3.0
 BODY_TIMEOUT_S = 3.0

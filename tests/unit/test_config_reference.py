@@ -285,6 +285,13 @@ def test_misspelt_name_is_refused_with_suggestion(  # noqa: PLR0917 (one table r
     assert f"did you mean {suggestion!r}" in str(error)
 
 
+def test_threads_per_source_above_threads_is_refused(tmp_path: Path) -> None:
+    """A source may not be allowed more application threads than the signer has: refused."""
+    error = _refused("signer.toml", tmp_path, "[signer]", "threads_per_source = 9")
+    assert error.field == "signer.threads_per_source"
+    assert "must not exceed signer.threads" in str(error)
+
+
 def test_unknown_name_without_a_near_one_lists_the_valid_names(tmp_path: Path) -> None:
     """A name like nothing valid is still refused, and the message lists what is valid."""
     error = _refused("signer.toml", tmp_path, "[policy]", "zzz = 1")
