@@ -1,0 +1,165 @@
+"""Threat T3/T10: a flood of forged requests, bounded, against the real `witness-signer serve`.
+
+Forged failover requests (a valid-looking signature by the wrong key under keyid
+``watcher``) arrive from two other loopback addresses (Linux routes 127.0.0.0/8
+locally) while the watcher, on 127.0.0.1, reads its status and asks for a failover.
+What must hold is correctness, not speed (the speed is `bench/signer_bench.py`'s,
+docs/benchmarks.md): every forged request gets a 401 and nothing else, every genuine
+one its right, signed answer, and the flood changes no state and floods no log.
+"""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import json
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import pytest
+
+from drill.services import Service, running_devnet, running_signer, signer_audit
+from shared.httpsig import (
+    Ed25519Signer,
+    Headers,
+    HttpResponse,
+    load_private_key,
+    load_public_key,
+    signed_headers_for,
+    verify_response,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
+
+FLOOD_SOURCES = ("127.0.0.2", "127.0.0.3")
+CONNECTIONS_PER_SOURCE = 6
+FLOOD_REQUESTS = 3000  # in all; the flood also stops after FLOOD_MAX_S
+FLOOD_MAX_S = 20.0
+GENUINE_ROUNDS = 24  # at least; status reads, every 4th a failover ask, until the flood ends
+MAX_ROUNDS = 100  # 25 asks: under the signer's 30 a minute per client
+
+
+@pytest.fixture(scope="module")
+def signer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A devnet and `witness-signer serve` on its drill directory (4 threads)."""
+    directory = tmp_path_factory.mktemp("flood") / "drill"
+    with running_devnet(directory), running_signer(directory) as service:
+        yield service
+
+
+def _failover_body() -> bytes:
+    return json.dumps({"witness": "alice", "failing_key": "STM" + "1" * 50,
+                       "observed_total_missed": 0, "reason": "flood test"}).encode()
+
+
+class Flood:
+    """Forged failover requests on keep-alive connections from other addresses, bounded."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self._host, self._port = str(parts.hostname), int(parts.port or 80)
+        mallory = Ed25519Signer.generate()
+        body, now = _failover_body(), datetime.now(UTC)
+        self._body = body
+        self._pool = [signed_headers_for("POST", f"{url}/v1/failover", body, "application/json",
+                                         mallory, "watcher", now) for _ in range(200)]
+        self._counter = itertools.count()
+        self._lock = threading.Lock()
+        self.statuses: Counter[str] = Counter()
+        self.reasons: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._send, args=(source,), daemon=True)
+                         for source in FLOOD_SOURCES for _ in range(CONNECTIONS_PER_SOURCE)]
+
+    def __enter__(self) -> Flood:
+        self._deadline = time.monotonic() + FLOOD_MAX_S
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def done(self) -> bool:
+        """True once every sender has stopped (all requests sent, or the time is up)."""
+        return not any(thread.is_alive() for thread in self._threads)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=15)
+
+    def _send(self, source: str) -> None:
+        conn = http.client.HTTPConnection(self._host, self._port, timeout=10,
+                                          source_address=(source, 0))
+        while (not self._stop.is_set() and (i := next(self._counter)) < FLOOD_REQUESTS
+               and time.monotonic() < self._deadline):
+            try:
+                conn.request("POST", "/v1/failover", self._body, self._pool[i % len(self._pool)])
+                response = conn.getresponse()
+                data = response.read()
+                outcome = str(response.status)
+                reason = json.loads(data).get("reason", "") if response.status == 401 else ""
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                outcome, reason = type(e).__name__, ""
+            with self._lock:
+                self.statuses[outcome] += 1
+                self.reasons[reason] += 1
+        conn.close()
+
+
+def test_flood_of_forged_requests_gets_401s_while_the_watcher_is_served(
+        signer: Service) -> None:
+    """3,000 forged requests from two addresses: all 401, and the watcher's reads and asks
+    during the flood get their right answers, signed and bound to their requests; the
+    flood leaves nothing in the audit and a count, not a line each, in the log."""
+    directory = signer.log.parent
+    watcher = load_private_key(directory / "keys" / "watcher.key")
+    signer_pub = load_public_key(directory / "keys" / "signer.pub")
+    audit_before = len(signer_audit(directory))
+    genuine: Counter[int] = Counter()
+    times: list[float] = []
+    conn = http.client.HTTPConnection("127.0.0.1", int(urlsplit(signer.url).port or 80),
+                                      timeout=10)
+    with Flood(signer.url) as flood:
+        time.sleep(0.3)  # the flood is under way
+        for round_ in range(MAX_ROUNDS):
+            if round_ >= GENUINE_ROUNDS and flood.done():
+                break
+            asks = round_ % 4 == 3
+            method, path = ("POST", "/v1/failover") if asks else ("GET", "/v1/status")
+            body = _failover_body() if asks else b""
+            headers = signed_headers_for(method, f"{signer.url}{path}", body,
+                                         "application/json" if body else None, watcher,
+                                         "watcher", datetime.now(UTC))
+            started = time.perf_counter()
+            conn.request(method, path, body or None, headers)
+            response = conn.getresponse()
+            data = response.read()
+            times.append(time.perf_counter() - started)
+            verify_response(HttpResponse(response.status, Headers(response.getheaders()), data),
+                            headers, signer_pub, datetime.now(UTC))
+            genuine[response.status] += 1
+            time.sleep(0.05)
+    conn.close()
+    sent = sum(flood.statuses.values())
+    print(f"\nflood: {sent} forged requests, {dict(flood.statuses)}; genuine answers "
+          f"{dict(genuine)}, median {statistics.median(times) * 1000:.0f} ms, "
+          f"max {max(times) * 1000:.0f} ms")
+    assert sent >= 1000, flood.statuses  # a flood, not a trickle
+    assert flood.statuses == Counter({"401": sent})
+    assert flood.reasons == Counter({"key_or_signature": sent})
+    rounds = sum(genuine.values())
+    assert genuine == Counter({200: rounds - rounds // 4, 409: rounds // 4})
+    # Forged requests leave no trace in the state: only the genuine asks were recorded.
+    events = Counter(e.get("event") for e in signer_audit(directory)[audit_before:])
+    assert (events["request"], events["refused"]) == (rounds // 4, rounds // 4), events
+    # The log counts the flood instead of writing a line per forged request.
+    log = signer.log.read_text()
+    assert "authentication failures were counted but not logged one by one" in log
+    assert log.count("authentication failed:") < sent // 4
+    assert signer.proc.poll() is None
+
