@@ -20,13 +20,15 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from shared.errors import ChainError
+from shared.errors import ChainError, ConfigError
 from shared.logtext import KeyLabels
+from shared.metrics import MetricsServer
+from signer.config import SignerConfig
 from signer.policy import ChainView
 from signer.schema import STATES
 from signer.service import SignerService
 
-__all__ = ["PREFIX", "SignerMetrics", "registry_for"]
+__all__ = ["PREFIX", "SignerMetrics", "registry_for", "start_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -119,3 +121,21 @@ def registry_for(service: SignerService, *, chain_cache_s: float = 5.0) -> Colle
     registry = CollectorRegistry()
     registry.register(SignerMetrics(service, chain_cache_s=chain_cache_s))
     return registry
+
+
+def start_metrics(config: SignerConfig, service: SignerService) -> Callable[[], None]:
+    """Serve the signer's metrics on their own loopback listener; return its closer.
+
+    Raises:
+        ConfigError: the metrics port cannot be bound (names the setting).
+    """
+    assert config.metrics_port is not None
+    try:
+        server = MetricsServer(registry_for(service), config.metrics_host,
+                               config.metrics_port).start()
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {config.metrics_host}:{config.metrics_port}: "
+                          f"{e.strerror or e}", path=str(config.path),
+                          field="metrics.port") from e
+    log.info("metrics on http://%s:%d/metrics", config.metrics_host, server.port)
+    return server.close

@@ -36,12 +36,11 @@ from gevent.pool import Pool
 from gevent.pywsgi import Input, LoggingLogAdapter, WSGIHandler, WSGIServer
 from gevent.threadpool import ThreadPool
 
-from shared.errors import ConfigError, FailoverError
+from shared.errors import FailoverError
 from signer.admission import FairShare, SourceLimiter, source_of
 from signer.app import build_service
 from signer.config import SignerConfig
 from signer.http import create_app
-from signer.service import SignerService
 
 log = logging.getLogger(__name__)
 
@@ -363,27 +362,6 @@ def serve(options: ServeOptions, boot: Boot, *, announce: Callable[[str], None],
     return 0
 
 
-def _start_metrics(config: SignerConfig, service: SignerService) -> Callable[[], None]:
-    """Serve the signer's metrics on their own loopback listener; return its closer.
-
-    Raises:
-        ConfigError: the metrics port cannot be bound (names the setting).
-    """
-    from shared.metrics import MetricsServer  # noqa: PLC0415 - only when [metrics] is set
-    from signer.metrics import registry_for  # noqa: PLC0415
-
-    assert config.metrics_port is not None
-    try:
-        server = MetricsServer(registry_for(service), config.metrics_host,
-                               config.metrics_port).start()
-    except OSError as e:
-        raise ConfigError(f"cannot listen on {config.metrics_host}:{config.metrics_port}: "
-                          f"{e.strerror or e}", path=str(config.path),
-                          field="metrics.port") from e
-    log.info("metrics on http://%s:%d/metrics", config.metrics_host, server.port)
-    return server.close
-
-
 def serve_signer(config: SignerConfig, *, error_code: ErrorCode) -> int:
     """Serve the signer of ``config``: build and start the service, then expose it.
 
@@ -410,7 +388,10 @@ def serve_signer(config: SignerConfig, *, error_code: ErrorCode) -> int:
             service.start()  # chain id check, arm on first start, reconcile, executor thread
             app: WSGIApp = create_app(service, config.max_body_bytes)
             if config.metrics_port is not None:
-                closers.append(_start_metrics(config, service))
+                # prometheus_client loads only when [metrics] is set.
+                from signer.metrics import start_metrics  # noqa: PLC0415
+
+                closers.append(start_metrics(config, service))
         except BaseException:
             shutdown()
             raise

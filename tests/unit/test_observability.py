@@ -307,7 +307,7 @@ def test_busy_metrics_port_names_the_setting(tmp_path: Path) -> None:
     import socket  # noqa: PLC0415
     from types import SimpleNamespace  # noqa: PLC0415
 
-    from signer.serving import _start_metrics  # noqa: PLC0415
+    from signer.metrics import start_metrics  # noqa: PLC0415
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -316,5 +316,5 @@ def test_busy_metrics_port_names_the_setting(tmp_path: Path) -> None:
         config = SignerConfig.load(_signer_toml(tmp_path, f"\n[metrics]\nport = {port}\n"))
         service = SimpleNamespace(config=config)
         with pytest.raises(ConfigError, match=r"metrics\.port") as info:
-            _start_metrics(config, service)  # type: ignore[arg-type]
+            start_metrics(config, service)  # type: ignore[arg-type]
     assert f"127.0.0.1:{port}" in str(info.value)
