@@ -22,6 +22,7 @@ hour, and the ratios ours/baseline) and writes ``docs/headtohead.md`` and
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -71,7 +72,8 @@ TWILIO_TOKEN = "tok-" + "9c" * 14  # known only to the local fake Twilio
 ORIGINAL = {"url": f"https://{WATCHED}.example/witness", "account_creation_fee": "3.000 HIVE",
             "maximum_block_size": 65536, "hbd_interest_rate": 1500}
 PROP_FIELDS = ("account_creation_fee", "maximum_block_size", "hbd_interest_rate")
-RPC_FAULTS = {"stale": {"freeze_head": True}, "errors": {"error_rate": 1.0},
+RPC_FAULTS: dict[str, dict[str, object]] = {
+              "stale": {"freeze_head": True}, "errors": {"error_rate": 1.0},
               "flaky": {"error_rate": 0.5}, "timeout": {"timeout": True}}
 CLEAR_FAULTS = {"latency_s": 0.0, "error_rate": 0.0, "timeout": False, "freeze_head": False,
                 "wrong_data": False}
@@ -553,6 +555,11 @@ def _alice_slot_ahead(drill: Drill) -> int:
         drill.slots(1)
 
 
+def _reached(aslot: int, sample: Sample) -> bool:
+    """Whether ``sample`` is at absolute slot ``aslot`` or later."""
+    return sample.aslot >= aslot
+
+
 def play_flap(drill: Drill, p: dict[str, Any]) -> Played:
     """Primary down for ``down_fraction`` of a slot from half a slot before alice's tick."""
     s = drill.slot_s
@@ -560,7 +567,7 @@ def play_flap(drill: Drill, p: dict[str, Any]) -> Played:
         target = _alice_slot_ahead(drill)
         # The sampler sees a new head up to ~50 ms late; the slot before alice's is
         # caught by a short tight poll instead, so the flap is placed to a few ms.
-        drill.sampler.wait(lambda x, t=target: x.aslot >= t - 2, 2 * WITNESSES * s)
+        drill.sampler.wait(functools.partial(_reached, target - 2), 2 * WITNESSES * s)
         if drill.call("condenser_api.get_dynamic_global_properties", [])[
                 "current_aslot"] >= target - 1:
             continue
@@ -578,7 +585,7 @@ def play_flap(drill: Drill, p: dict[str, Any]) -> Played:
         time.sleep(max(0.0, t_down + p["down_fraction"] * s - time.monotonic()))
         drill.call("devnet.start_node", {"name": "primary"})
         up_after = time.monotonic() - t_down
-        drill.sampler.wait(lambda x, t=target: x.aslot >= t + 16, 3 * WITNESSES * s)
+        drill.sampler.wait(functools.partial(_reached, target + 16), 3 * WITNESSES * s)
         drill.slots(2)
         missed = drill.client.status()["watched_slots"]["recent_missed_aslots"]
         return Played([Fault(t_down)], time.monotonic(),

@@ -450,10 +450,10 @@ def write_docs(doc: dict[str, Any], docs: Path, real: dict[str, Any] | None = No
 
 
 def _chart(doc: dict[str, Any], path: Path) -> None:
-    import matplotlib  # noqa: PLC0415 - the bench extra; only needed for the chart
+    import matplotlib  # type: ignore[import-not-found]  # noqa: PLC0415 - bench extra, chart only
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415 - after choosing the backend
+    import matplotlib.pyplot as plt  # type: ignore[import-not-found]  # noqa: PLC0415
 
     names = list(doc["scenarios"])
     fig, ax = plt.subplots(figsize=(10, 4.5))
