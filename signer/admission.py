@@ -7,10 +7,11 @@ touch a socket or a greenlet, so the rules are tested on their own.
   (threat T10).
 - :class:`FairShare`: which complete request waiting for an application thread
   gets the next free one. Waiters are grouped by source; the source holding the
-  fewest threads goes first, round-robin among equals. A flood from one address
-  (forged requests each cost a signature check) that holds every thread
-  therefore yields the next free one to a request from another address, instead
-  of queueing it behind the flood's whole backlog (threats T3, T10).
+  fewest threads goes first, the one served longest ago among equals, and no
+  source holds more than its share. A flood from one address (forged requests
+  each cost a signature check) therefore yields the next free thread to a
+  request from another address, instead of queueing it behind the flood's whole
+  backlog (threats T3, T10).
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ class FairShare(Generic[T]):
     ``per_source`` slots, the one holding the fewest now (ties: the one served
     longest ago, so equals take turns; then the one waiting longest) and hands its
     oldest waiter a slot; :meth:`finish` counts a slot given back. A flood from one
-    address therefore never holds every slot (``per_source`` is one less than the
-    slots), and yields the next free one to any other address that waits.
+    address therefore holds at most ``per_source`` slots, and yields the next free
+    one to any other address that waits.
     """
 
     def __init__(self, per_source: int) -> None:

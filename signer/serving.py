@@ -12,12 +12,14 @@ and SQLite run on ordinary threads; only the sockets of the HTTP front are geven
 The glue written here, on gevent's documented extension points (``WSGIServer.handle``,
 ``WSGIHandler.handle_one_request``/``run_application``): the per-source connection cap,
 the header and body deadlines, the TLS handshake under the header deadline, and the
-hand-off to the thread pool.
+hand-off to the thread pool in fair turns between sources (:class:`AppGate`, whose
+rules are the pure :mod:`signer.admission`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -157,6 +159,12 @@ class _Handler(WSGIHandler):  # type: ignore[misc]  # gevent is untyped
     wsgi_input: Any
     _deadline: gevent.Timeout
 
+    @functools.cached_property
+    def source(self) -> str:
+        """The connection's source (:func:`~signer.admission.source_of`), worked out once."""
+        address = self.client_address
+        return source_of(str(address[0] if isinstance(address, tuple) else address))
+
     def handle_one_request(self) -> Any:
         # SECURITY: T10 — the request line and headers (and, for a kept-alive connection,
         # the wait for them) must arrive within header_timeout_s, however slowly they
@@ -209,9 +217,8 @@ class _Handler(WSGIHandler):  # type: ignore[misc]  # gevent is untyped
         self.environ["wsgi.input_terminated"] = True
         # SECURITY: T3/T10 — complete requests wait for an application thread in
         # per-source turns: a flood from one address cannot queue ahead of another's.
-        address = self.client_address
         status, headers, chunks = self.server.gate.run(
-            source_of(str(address[0] if isinstance(address, tuple) else address)),
+            self.source,
             lambda: self.server.app_threads.spawn(_run_app, self.application,
                                                   self.environ).get())
         with gevent.Timeout(options.body_timeout_s, False):
