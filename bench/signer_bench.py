@@ -6,13 +6,17 @@ throwaway drill directory (``witness-devnet init --fast-kdf``); everything talks
 
     .venv/bin/python bench/signer_bench.py [--auth-seconds 3] [--flood-rate 1000]
                                            [--flood-seconds 20] [--samples 200]
-                                           [--flood-source 127.0.0.2]
+                                           [--flood-source 127.0.0.2] [--flood-sources 1]
+                                           [--flood-give-up-s 10] [--refusal-pace 10]
+                                           [--refusal-total 100]
 
 1. ``authenticate``: ``SignerService.authenticate`` (RFC 9421 checks, Ed25519, SQLite
    nonce store with WAL and ``synchronous=FULL``), in this process pinned to one CPU,
    built by the signer's own composition root on a separate state directory. Signing
    the requests is not timed; each pooled request has a fresh nonce.
-2. HTTP round trips to the served signer: a forged signature (401), a policy refusal
+2. HTTP round trips to the served signer: a forged signature (401; from an address of its
+   own and no more than the signer's refusal burst, so this is the cost of a refusal, not
+   the refusal pace), a policy refusal
    (409 "no evidence": primary up, no new misses), and accepted requests: ``GET
    /v1/status`` and a ``dry_run`` failover after primary stopped (200 "switch"). Both
    accepted kinds (and the 409) include the signer's own RPC read of the witness from
@@ -25,6 +29,12 @@ throwaway drill directory (``witness-devnet init --fast-kdf``); everything talks
    the whole decision path, chain read and SQLite write included). The flood comes
    from another loopback address (``--flood-source``, 127.0.0.2), as an attacker's
    would; ``--flood-source 127.0.0.1`` puts it on the legitimate client's own address.
+   ``--flood-sources N`` spreads it over N consecutive addresses from there (a flood from
+   many hosts); ``--flood-give-up-s S`` makes each flood connection give up on an answer
+   after S seconds and reconnect (an attacker that churns connections to dodge the pace);
+   ``--refusal-pace P`` and ``--refusal-total T`` set the signer's
+   ``signer.refusals_per_source_per_s`` and ``signer.refusals_per_s`` (100000 for both
+   turns the pacing off, for the figures without it).
 
 The signer allows 30 failover asks a minute per client, so the bench adds throwaway
 watcher clients to its drill's signer.toml and spreads the 409 and dry-run samples
@@ -39,6 +49,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import http.client
+import ipaddress
 import itertools
 import json
 import os
@@ -85,6 +96,8 @@ ASK_EVERY = 4  # under the flood, every 4th legitimate request is a failover ask
 # Under the signer's per-source cap (max_connections_per_source, 32 by default) with room for
 # the bench's own client: at 32, one flood connection was refused and reset on every retry.
 FLOOD_CONNECTIONS = 24
+FORGED_SERIES_SOURCE = "127.0.0.9"  # part 2's forged series: an address of its own
+REFUSAL_BURST = 10  # the signer's default signer.refusal_burst_per_source
 FLOOD_POOL = 5000  # distinct forged requests, cycled; a forged nonce is never spent
 # Any well-formed key: authentication does not read the body, and forged requests never get
 # further than the signature check.
@@ -229,10 +242,11 @@ def started(argv: list[str], log: Path, ready: Callable[[], bool], what: str
 class Signer:
     """A keep-alive connection to the served signer; signs outside the timed round trip."""
 
-    def __init__(self, port: int, signer_pub: Path) -> None:
+    def __init__(self, port: int, signer_pub: Path, source: str = HOST) -> None:
         self.port = port
         self.signer_key = load_public_key(signer_pub)
-        self.conn = http.client.HTTPConnection(HOST, port, timeout=30)
+        self.conn = http.client.HTTPConnection(HOST, port, timeout=30,
+                                               source_address=(source, 0))
         self.unverified = 0
 
     def send(self, method: str, path: str, body: bytes, key: Ed25519Signer, keyid: str,
@@ -308,11 +322,19 @@ def _read_status(sock: socket.socket) -> tuple[str, bool]:
     return lines[0].split(" ", 2)[1], fields.get("connection", "").lower() != "close"
 
 
-def flood(port: int, rate: float, seconds: float, source: str) -> None:
+def flood_addresses(first: str, count: int) -> list[str]:
+    """``count`` consecutive IPv4 addresses from ``first``."""
+    start = int(ipaddress.IPv4Address(first))
+    return [str(ipaddress.IPv4Address(start + i)) for i in range(count)]
+
+
+def flood(port: int, rate: float, seconds: float, sources: list[str], give_up_s: float
+          ) -> None:
     """(Child process.) Send forged failover requests at ``rate``/s for ``seconds``; print JSON.
 
-    The connections come from the loopback address ``source`` (Linux routes all of
-    127.0.0.0/8 locally): 127.0.0.1 is the legitimate client's own address.
+    The connections come from the loopback addresses ``sources`` in turn (Linux routes
+    all of 127.0.0.0/8 locally): 127.0.0.1 is the legitimate client's own address. A
+    connection that has no answer within ``give_up_s`` is dropped and a new one opened.
     """
     mallory = Ed25519Signer.generate()  # signs as keyid "watcher": the signature never verifies
     path, url = "/v1/failover", f"http://{HOST}:{port}/v1/failover"
@@ -331,7 +353,7 @@ def flood(port: int, rate: float, seconds: float, source: str) -> None:
     t0 = time.perf_counter()
     deadline = t0 + seconds + 10
 
-    def sender() -> None:
+    def sender(source: str) -> None:
         sock: socket.socket | None = None
         while (i := next(counter)) < total and time.perf_counter() < deadline:
             delay = t0 + i / rate - time.perf_counter()
@@ -340,7 +362,7 @@ def flood(port: int, rate: float, seconds: float, source: str) -> None:
             sent_at = time.perf_counter()
             try:
                 if sock is None:
-                    sock = socket.create_connection((HOST, port), timeout=10,
+                    sock = socket.create_connection((HOST, port), timeout=give_up_s,
                                                     source_address=(source, 0))
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sock.sendall(pool[i % FLOOD_POOL])
@@ -359,7 +381,9 @@ def flood(port: int, rate: float, seconds: float, source: str) -> None:
         if sock is not None:
             sock.close()
 
-    threads = [threading.Thread(target=sender, daemon=True) for _ in range(FLOOD_CONNECTIONS)]
+    connections = max(FLOOD_CONNECTIONS, len(sources))
+    threads = [threading.Thread(target=sender, args=(sources[i % len(sources)],), daemon=True)
+               for i in range(connections)]
     for t in threads:
         t.start()
     for t in threads:
@@ -368,8 +392,9 @@ def flood(port: int, rate: float, seconds: float, source: str) -> None:
     sent = sum(statuses.values()) + sum(errors.values())
     print(json.dumps({"offered_per_s": rate, "sent": sent, "seconds": round(elapsed, 2),
                       "achieved_per_s": round(sent / elapsed), "statuses": dict(statuses),
-                      "errors": dict(errors), "connections": FLOOD_CONNECTIONS,
-                      "source_address": source,
+                      "errors": dict(errors), "connections": connections,
+                      "source_addresses": [sources[0], sources[-1]] if len(sources) > 1
+                      else sources[0], "give_up_s": give_up_s,
                       "forged_latency": percentiles_ms(latencies)}), flush=True)
 
 
@@ -419,11 +444,14 @@ def bench_http(devnet: DevnetClient, signer: subprocess.Popen[bytes], port: int,
     def asker(i: int) -> tuple[str, Ed25519Signer]:
         return watchers[i % len(watchers)]
 
-    times, codes, _ = client.series(n * 2, lambda i: client.send(
+    forger = Signer(port, drill / "keys" / "signer.pub", FORGED_SERIES_SOURCE)
+    times, codes, _ = forger.series(min(n * 2, REFUSAL_BURST), lambda i: forger.send(
         "POST", "/v1/failover", failover_body(primary, missed), mallory, "watcher",
         check_answer=False))
+    forger.conn.close()
     out["refused_forged_signature"] = series_doc(
-        "POST /v1/failover signed by another key under keyid 'watcher' -> 401", times, codes)
+        f"POST /v1/failover signed by another key under keyid 'watcher' -> 401 (from "
+        f"{FORGED_SERIES_SOURCE}, at most the refusal burst: not paced)", times, codes)
     times, codes, last = client.series(n, lambda i: client.send(
         "POST", "/v1/failover", failover_body(primary, missed), asker(i)[1], asker(i)[0]))
     out["refused_no_evidence"] = series_doc(
@@ -437,8 +465,10 @@ def bench_http(devnet: DevnetClient, signer: subprocess.Popen[bytes], port: int,
     out["accepted_status"] = baseline
     out["devnet_chain_read"] = bench_chain_read(drill, max(20, n // 6))
 
+    sources = flood_addresses(args.flood_source, args.flood_sources)
     proc = subprocess.Popen([sys.executable, __file__, "--flood", str(port), str(args.flood_rate),
-                             str(args.flood_seconds), args.flood_source],
+                             str(args.flood_seconds), ",".join(sources),
+                             str(args.flood_give_up_s)],
                             stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -518,12 +548,26 @@ def main() -> int:
     parser.add_argument("--flood-source", default="127.0.0.2",
                         help="loopback address the flood comes from; 127.0.0.1 is the "
                              "legitimate client's own (the worst case: one source for both)")
-    parser.add_argument("--flood", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--flood-sources", type=int, default=1,
+                        help="spread the flood over this many consecutive addresses from "
+                             "--flood-source")
+    parser.add_argument("--flood-give-up-s", type=float, default=10.0,
+                        help="a flood connection without an answer after this long is "
+                             "dropped and reopened")
+    parser.add_argument("--refusal-pace", type=float, default=None,
+                        help="signer.refusals_per_source_per_s for the served signer "
+                             "(default: the signer's; 100000 turns the pacing off)")
+    parser.add_argument("--refusal-total", type=float, default=None,
+                        help="signer.refusals_per_s for the served signer (default: the "
+                             "signer's)")
+    parser.add_argument("--flood", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.flood:
         flood(int(args.flood[0]), float(args.flood[1]), min(float(args.flood[2]), 25.0),
-              args.flood[3])
+              args.flood[3].split(","), float(args.flood[4]))
         return 0
+    if not 1 <= args.flood_sources <= 200:
+        parser.error("--flood-sources must be in [1, 200]")
     if not 0 < args.flood_seconds <= 25:
         parser.error("--flood-seconds must be in (0, 25]: forged requests are signed up front "
                      "and must stay within the signer's 30 s skew")
@@ -539,7 +583,16 @@ def main() -> int:
             text = (drill / "signer.toml").read_text()
             (drill / "signer.toml").write_text(re.sub(
                 r"(?m)^threads = \d+$", f"threads = {args.signer_threads}", text, count=1))
-        threads = tomllib.loads((drill / "signer.toml").read_text())["signer"]["threads"]
+        for name, value in (("refusals_per_source_per_s", args.refusal_pace),
+                            ("refusals_per_s", args.refusal_total)):
+            if value is not None:
+                text = (drill / "signer.toml").read_text()
+                (drill / "signer.toml").write_text(text.replace(
+                    "[signer]\n", f"[signer]\n{name} = {value}\n", 1))
+        signer_table = tomllib.loads((drill / "signer.toml").read_text())["signer"]
+        threads = signer_table["threads"]
+        pace = {name: signer_table.get(name, "default")
+                for name in ("refusals_per_source_per_s", "refusals_per_s")}
         auth = bench_authenticate(drill, args.auth_seconds)
         devnet = DevnetClient(f"http://{HOST}:{base}/", timeout_s=10)
 
@@ -575,6 +628,8 @@ def main() -> int:
         "setup": {"devnet_slot_seconds": 0.25, "signer_threads": threads,
                   "extra_watcher_clients": EXTRA_WATCHERS,
                   "layout": args.layout, "flood_source": args.flood_source,
+                  "flood_sources": args.flood_sources, "flood_give_up_s": args.flood_give_up_s,
+                  "refusal_pacing": pace,
                   "signer_cpus": sorted(server_cpus) if server_cpus else "all",
                   "devnet_cpus": sorted(devnet_cpus) if devnet_cpus else "all",
                   "load_generator_cpus": sorted(load_cpus) if load_cpus else "all"},

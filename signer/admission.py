@@ -12,6 +12,11 @@ touch a socket or a greenlet, so the rules are tested on their own.
   each cost a signature check) therefore yields the next free thread to a
   request from another address, instead of queueing it behind the flood's whole
   backlog (threats T3, T10).
+- :class:`RefusalPacer`: how long the front waits before it reads the next
+  request of a source whose requests keep being refused unauthenticated. After
+  a burst, such a source is read at a fixed pace, so a flood of forged requests
+  from one address costs a bounded share of the CPU instead of all of it
+  (threats T3, T10).
 """
 
 from __future__ import annotations
@@ -147,3 +152,82 @@ class FairShare(Generic[T]):
         """How many items from ``source`` wait."""
         queue = self._waiters.get(source)
         return 0 if queue is None else len(queue)
+
+
+class RefusalPacer:
+    """Paces the sources whose requests are refused before authentication (GCRA per source).
+
+    A *refusal* is an answer of status 400 or more that is not signed: a request the
+    signer could not authenticate (401), or one it refused before trying (400, 404,
+    405, 408, 413, ...). Answers to authenticated requests are signed and never count.
+
+    Each refusal puts a *step* of debt on its source: ``1 / per_s`` seconds, or, when
+    many sources are in debt at once, each one's fair share of ``total_per_s``
+    (``sources in debt / total_per_s`` seconds), whichever is longer. A source without
+    debt is never delayed nor charged (its first refusal is free). A source in debt is
+    charged a step when its next request is admitted (the front reads nothing of it
+    until the returned delay has passed); the charge is refunded by :meth:`settle` when
+    that request turns out not to be refused. A source may run ``burst`` steps of
+    ``1 / per_s`` ahead before it waits; past that, its requests are read one step
+    apart, one after the other. Debt falls off with time.
+
+    So one address gets ``burst + 1`` refusals at once, then ``per_s`` a second; many
+    addresses together get about ``total_per_s`` a second once their bursts are spent;
+    and an address with a refusal or two on record (a retry after a stale clock, say)
+    is still read at once.
+
+    The clock is any monotonic float in seconds, passed in by the caller; the object
+    itself touches neither clock nor socket, and runs on one thread (the gevent hub).
+    """
+
+    def __init__(self, per_s: float, burst: int, total_per_s: float) -> None:
+        if not (per_s > 0 and total_per_s > 0):
+            raise ValueError("per_s and total_per_s must be above 0")
+        if burst < 1:
+            raise ValueError("burst must be at least 1")
+        self._interval = 1 / per_s
+        self._total_per_s = total_per_s
+        self._tolerance = burst * self._interval
+        self._debt_until: dict[str, float] = {}  # sources in debt: when the debt is paid
+        self._next_sweep = float("-inf")
+
+    def step(self, now: float) -> float:
+        """The debt one refusal adds at ``now`` (seconds): see the class docstring."""
+        if now >= self._next_sweep:  # keep the count of sources in debt true to the second
+            self._debt_until = {s: t for s, t in self._debt_until.items() if t > now}
+            self._next_sweep = now + 1.0
+        return max(self._interval, len(self._debt_until) / self._total_per_s)
+
+    def admit(self, source: str, now: float) -> tuple[float, float]:
+        """A request from ``source`` may be read in (delay) seconds; (delay, charge).
+
+        ``charge`` is the debt charged for it in advance (0 when none): hand it back to
+        :meth:`settle`.
+        """
+        paid_at = self._debt_until.get(source)
+        if paid_at is None or paid_at <= now:
+            self._debt_until.pop(source, None)
+            return 0.0, 0.0
+        charge = self.step(now)
+        self._debt_until[source] = paid_at + charge
+        return max(0.0, paid_at - self._tolerance - now), charge
+
+    def settle(self, source: str, now: float, *, charge: float, refused: bool) -> None:
+        """Account for a request :meth:`admit` let in: ``refused`` as defined above."""
+        if refused == (charge > 0):
+            return  # charged and refused: already paid; neither: nothing owed
+        change = self.step(now) if refused else -charge
+        paid_at = max(self._debt_until.get(source, now), now) + change
+        if paid_at > now:
+            self._debt_until[source] = paid_at
+        else:
+            self._debt_until.pop(source, None)
+
+    def delay(self, source: str, now: float) -> float:
+        """How long a request from ``source`` arriving ``now`` would wait (charging nothing)."""
+        paid_at = self._debt_until.get(source)
+        return 0.0 if paid_at is None else max(0.0, paid_at - self._tolerance - now)
+
+    def __len__(self) -> int:
+        """Sources with debt on record (paid-off ones are swept out once a second)."""
+        return len(self._debt_until)

@@ -42,7 +42,8 @@ _MAX_ENV_FILE_BYTES = 65536
 _TABLES: dict[str, tuple[str, ...]] = {
     "signer": ("host", "port", "threads", "max_body_bytes", "tls_cert", "tls_key", "state_dir",
                "signer_key", "max_skew_s", "header_timeout_s", "body_timeout_s",
-               "max_connections", "max_connections_per_source", "threads_per_source"),
+               "max_connections", "max_connections_per_source", "threads_per_source",
+               "refusals_per_source_per_s", "refusal_burst_per_source", "refusals_per_s"),
     "chain": ("name", "nodes", "quorum", "timeout_s", "stale_after_s", "tx_expiration_s",
               "confirm_timeout_s"),
     "witness": ("account", "key_mode", "keys"),
@@ -127,6 +128,9 @@ class SignerConfig:
     max_connections: int = 512
     max_connections_per_source: int = 32
     threads_per_source: int = 1  # application threads one source may hold at once
+    refusals_per_source_per_s: float = 10  # pace of a source refused unauthenticated
+    refusal_burst_per_source: int = 10  # refusals answered at once before the pace
+    refusals_per_s: float = 100  # the pace of all refused sources together
     # Producer-node probes ([health]); used when a node key has a health_url.
     health: HealthConfig = field(default_factory=HealthConfig)
     # apprise channels: a file of URLs (mode 0600), or an environment variable (warned).
@@ -264,6 +268,11 @@ class SignerConfig:
             max_connections=f.int("signer.max_connections", default=512, lo=16, hi=65536),
             max_connections_per_source=f.int("signer.max_connections_per_source", default=32,
                                              lo=1, hi=65536),
+            refusals_per_source_per_s=f.float("signer.refusals_per_source_per_s", default=10,
+                                              lo=0.1, hi=100000),
+            refusal_burst_per_source=f.int("signer.refusal_burst_per_source", default=10,
+                                           lo=1, hi=100000),
+            refusals_per_s=f.float("signer.refusals_per_s", default=100, lo=0.1, hi=1000000),
             health=_health(f),
             apprise_urls_file=f.opt_path("notify.apprise_urls_file", base),
             apprise_urls_env=f.opt_str("notify.apprise_urls_env"),

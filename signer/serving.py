@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ from gevent.pywsgi import Input, LoggingLogAdapter, WSGIHandler, WSGIServer
 from gevent.threadpool import ThreadPool
 
 from shared.errors import FailoverError
-from signer.admission import FairShare, SourceLimiter, source_of
+from signer.admission import FairShare, RefusalPacer, SourceLimiter, source_of
 from signer.app import build_service
 from signer.config import SignerConfig
 from signer.http import create_app
@@ -70,6 +71,9 @@ class ServeOptions:
     max_connections: int = 512
     max_connections_per_source: int = 32
     threads_per_source: int = 1
+    refusals_per_source_per_s: float = 10
+    refusal_burst_per_source: int = 10
+    refusals_per_s: float = 100
     backlog: int = 1024
     port_setting: str = "signer.port"  # named when the port cannot be bound
 
@@ -158,6 +162,8 @@ class _Handler(WSGIHandler):  # type: ignore[misc]  # gevent is untyped
     server: FrontServer
     wsgi_input: Any
     _deadline: gevent.Timeout
+    _refused = False  # this request's answer: status 400 or more, not signed
+    _proven = False  # the last answer on this connection was signed (to a verified request)
 
     @functools.cached_property
     def source(self) -> str:
@@ -166,18 +172,48 @@ class _Handler(WSGIHandler):  # type: ignore[misc]  # gevent is untyped
         return source_of(str(address[0] if isinstance(address, tuple) else address))
 
     def handle_one_request(self) -> Any:
+        server = self.server
+        # SECURITY: T3/T10 — a source whose requests keep being refused unauthenticated
+        # is read at RefusalPacer's pace: until its turn, not a byte of its next request
+        # is read, so a flood of forged requests from one address costs a bounded share
+        # of the CPU. Sources without refusals are never delayed, and neither is a
+        # connection whose last answer was signed: only a client holding a configured
+        # key gets one, so the watcher's kept-alive connection is not queued behind a
+        # flood from its own address.
+        delay, charge = (0.0, 0.0) if self._proven else server.pacer.admit(self.source,
+                                                                            server.clock())
+        if delay > server.options.header_timeout_s:
+            # A turn further off than the header deadline is not waited for: the
+            # connection is closed unread, so a paced connection, like any other,
+            # ends within the deadlines instead of holding a place for long.
+            server.pacer.settle(self.source, server.clock(), charge=charge, refused=False)
+            return None
+        if delay > 0:
+            gevent.sleep(delay)
+        self._refused = self._proven = False
+        try:
+            result = self._read_and_answer()
+        finally:
+            server.pacer.settle(self.source, server.clock(), charge=charge,
+                                refused=self._refused)
+        return result
+
+    def _read_and_answer(self) -> Any:
         # SECURITY: T10 — the request line and headers (and, for a kept-alive connection,
         # the wait for them) must arrive within header_timeout_s, however slowly they
         # trickle in; an idle or dribbling connection is closed, not waited on.
         self._deadline = gevent.Timeout.start_new(self.server.options.header_timeout_s)
         try:
-            return super().handle_one_request()
+            result = super().handle_one_request()
         except gevent.Timeout as t:
             if t is not self._deadline:
                 raise
             return None  # close the connection
         finally:
             self._deadline.cancel()
+        if isinstance(result, tuple):  # gevent answers a malformed request itself
+            self._refused = True
+        return result
 
     def get_environ(self) -> dict[str, Any]:
         env: dict[str, Any] = super().get_environ()
@@ -221,6 +257,8 @@ class _Handler(WSGIHandler):  # type: ignore[misc]  # gevent is untyped
             self.source,
             lambda: self.server.app_threads.spawn(_run_app, self.application,
                                                   self.environ).get())
+        self._proven = any(name.lower() == "signature" for name, _ in headers)
+        self._refused = int(status[:3]) >= 400 and not self._proven
         with gevent.Timeout(options.body_timeout_s, False):
             self.start_response(status, headers)
             for chunk in chunks:
@@ -234,6 +272,7 @@ class _Handler(WSGIHandler):  # type: ignore[misc]  # gevent is untyped
         """No access log: gevent formats a line per request even with ``log=None``."""
 
     def _give_up(self, status: str) -> None:
+        self._refused = True
         self.wsgi_input = Input(io.BytesIO(), 0)
         self.close_connection = True
         with gevent.Timeout(1, False), contextlib.suppress(OSError):  # it may be gone
@@ -251,7 +290,8 @@ class FrontServer(WSGIServer):  # type: ignore[misc]  # gevent is untyped
     handler_class = _Handler
 
     def __init__(self, options: ServeOptions, pool: ThreadPool,
-                 tls: gssl.SSLContext | None) -> None:
+                 tls: gssl.SSLContext | None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         env = {"wsgi.url_scheme": options.scheme, "SERVER_NAME": options.host,
                "wsgi.multithread": True}
         # Malformed requests are the client's fault: one INFO line each, not ERROR.
@@ -263,6 +303,9 @@ class FrontServer(WSGIServer):  # type: ignore[misc]  # gevent is untyped
         self.gate = AppGate(options.threads, per_source=options.threads_per_source)
         self.tls = tls
         self.sources = SourceLimiter(options.max_connections_per_source)
+        self.pacer = RefusalPacer(options.refusals_per_source_per_s,
+                                  options.refusal_burst_per_source, options.refusals_per_s)
+        self.clock = clock  # monotonic seconds, for the pacer (a test may freeze it)
 
     def handle(self, sock: Any, address: Any) -> None:
         source = source_of(str(address[0]))
@@ -381,7 +424,10 @@ def serve_signer(config: SignerConfig, *, error_code: ErrorCode) -> int:
                            body_timeout_s=config.body_timeout_s,
                            max_connections=config.max_connections,
                            max_connections_per_source=config.max_connections_per_source,
-                           threads_per_source=config.threads_per_source)
+                           threads_per_source=config.threads_per_source,
+                           refusals_per_source_per_s=config.refusals_per_source_per_s,
+                           refusal_burst_per_source=config.refusal_burst_per_source,
+                           refusals_per_s=config.refusals_per_s)
 
     def boot() -> tuple[WSGIApp, Callable[[], None]]:
         service = build_service(config)

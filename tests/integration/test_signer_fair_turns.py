@@ -13,13 +13,12 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
-import gevent
 import pytest
-from gevent.threadpool import ThreadPool
+from support.front import running_front
 
 from signer.serving import FrontServer, ServeOptions
 
@@ -52,39 +51,9 @@ class HeldApp:
         return [b"ok"]
 
 
-@contextmanager
-def front(app: HeldApp, threads: int) -> Iterator[FrontServer]:
+def front(app: HeldApp, threads: int) -> AbstractContextManager[FrontServer]:
     """The signer's front on an ephemeral loopback port, on its own thread and hub."""
-    ready: queue.Queue[FrontServer | BaseException] = queue.Queue()
-    stop = threading.Event()
-
-    def run() -> None:
-        pool = ThreadPool(threads)
-        try:
-            server = FrontServer(ServeOptions(host="127.0.0.1", port=0, threads=threads),
-                                 pool, None)
-            server.application = app
-            server.start()
-        except BaseException as e:  # noqa: BLE001 - handed to the test thread
-            ready.put(e)
-            pool.kill()
-            return
-        ready.put(server)
-        while not stop.is_set():
-            gevent.sleep(0.02)
-        server.stop(timeout=1)
-        pool.kill()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    got = ready.get(timeout=WAIT_S)
-    if isinstance(got, BaseException):
-        raise got
-    try:
-        yield got
-    finally:
-        stop.set()
-        thread.join(WAIT_S)
+    return running_front(app, ServeOptions(host="127.0.0.1", port=0, threads=threads))
 
 
 def send(port: int, source: str, path: str) -> socket.socket:

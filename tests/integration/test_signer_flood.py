@@ -6,6 +6,11 @@ locally) while the watcher, on 127.0.0.1, reads its status and asks for a failov
 What must hold is correctness, not speed (the speed is `bench/signer_bench.py`'s,
 docs/benchmarks.md): every forged request gets a 401 and nothing else, every genuine
 one its right, signed answer, and the flood changes no state and floods no log.
+
+The first test turns the signer's refusal pacing off (`signer.refusals_per_source_per_s`
+very high) so that thousands of forged requests reach the authenticator; the second
+keeps the default and checks that each flooding address is read no faster than the
+pace allows, while the watcher is served as before.
 """
 
 from __future__ import annotations
@@ -44,10 +49,28 @@ GENUINE_ROUNDS = 24  # at least; status reads, every 4th a failover ask, until t
 MAX_ROUNDS = 100  # 25 asks: under the signer's 30 a minute per client
 
 
+DEFAULT_PACE_PER_S, DEFAULT_BURST = 10, 10  # signer.refusals_per_source_per_s, ..._burst_...
+PACED_FLOOD_S = 6.0
+
+
 @pytest.fixture(scope="module")
-def signer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """A devnet and `witness-signer serve` on its drill directory (4 threads)."""
+def unpaced_signer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """A devnet and `witness-signer serve` (4 threads) with refusal pacing turned off:
+    every forged request reaches the authenticator."""
     directory = tmp_path_factory.mktemp("flood") / "drill"
+    with running_devnet(directory):
+        config = directory / "signer.toml"
+        config.write_text(config.read_text().replace(
+            "[signer]\n", "[signer]\nrefusals_per_source_per_s = 100000\n"
+                           "refusals_per_s = 100000\n", 1))
+        with running_signer(directory) as service:
+            yield service
+
+
+@pytest.fixture(scope="module")
+def paced_signer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The signer as `witness-devnet init` writes it: the default refusal pacing."""
+    directory = tmp_path_factory.mktemp("paced") / "drill"
     with running_devnet(directory), running_signer(directory) as service:
         yield service
 
@@ -60,7 +83,7 @@ def _failover_body() -> bytes:
 class Flood:
     """Forged failover requests on keep-alive connections from other addresses, bounded."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, max_s: float) -> None:
         parts = urlsplit(url)
         self._host, self._port = str(parts.hostname), int(parts.port or 80)
         mallory = Ed25519Signer.generate()
@@ -68,16 +91,20 @@ class Flood:
         self._body = body
         self._pool = [signed_headers_for("POST", f"{url}/v1/failover", body, "application/json",
                                          mallory, "watcher", now) for _ in range(200)]
+        self._max_s = max_s
         self._counter = itertools.count()
         self._lock = threading.Lock()
         self.statuses: Counter[str] = Counter()
         self.reasons: Counter[str] = Counter()
+        self.per_source: Counter[str] = Counter()
+        self.seconds = 0.0  # from the start to the last sender's end
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._send, args=(source,), daemon=True)
                          for source in FLOOD_SOURCES for _ in range(CONNECTIONS_PER_SOURCE)]
 
     def __enter__(self) -> Flood:
-        self._deadline = time.monotonic() + FLOOD_MAX_S
+        self._started = time.monotonic()
+        self._deadline = self._started + self._max_s
         for thread in self._threads:
             thread.start()
         return self
@@ -90,6 +117,7 @@ class Flood:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=15)
+        self.seconds = time.monotonic() - self._started
 
     def _send(self, source: str) -> None:
         conn = http.client.HTTPConnection(self._host, self._port, timeout=10,
@@ -108,43 +136,61 @@ class Flood:
             with self._lock:
                 self.statuses[outcome] += 1
                 self.reasons[reason] += 1
+                self.per_source[source] += 1
         conn.close()
 
 
-def test_flood_of_forged_requests_gets_401s_while_the_watcher_is_served(
-        signer: Service) -> None:
-    """3,000 forged requests from two addresses: all 401, and the watcher's reads and asks
-    during the flood get their right answers, signed and bound to their requests; the
-    flood leaves nothing in the audit and a count, not a line each, in the log."""
+def _watch_during(signer: Service, flood: Flood) -> tuple[Counter[int], list[float]]:
+    """The watcher's status reads (every 4th a failover ask) until the flood ends; each
+    answer verified as signed by the signer and bound to its request."""
     directory = signer.log.parent
     watcher = load_private_key(directory / "keys" / "watcher.key")
     signer_pub = load_public_key(directory / "keys" / "signer.pub")
-    audit_before = len(signer_audit(directory))
     genuine: Counter[int] = Counter()
     times: list[float] = []
     conn = http.client.HTTPConnection("127.0.0.1", int(urlsplit(signer.url).port or 80),
                                       timeout=10)
-    with Flood(signer.url) as flood:
-        time.sleep(0.3)  # the flood is under way
-        for round_ in range(MAX_ROUNDS):
-            if round_ >= GENUINE_ROUNDS and flood.done():
-                break
-            asks = round_ % 4 == 3
-            method, path = ("POST", "/v1/failover") if asks else ("GET", "/v1/status")
-            body = _failover_body() if asks else b""
-            headers = signed_headers_for(method, f"{signer.url}{path}", body,
-                                         "application/json" if body else None, watcher,
-                                         "watcher", datetime.now(UTC))
-            started = time.perf_counter()
-            conn.request(method, path, body or None, headers)
-            response = conn.getresponse()
-            data = response.read()
-            times.append(time.perf_counter() - started)
-            verify_response(HttpResponse(response.status, Headers(response.getheaders()), data),
-                            headers, signer_pub, datetime.now(UTC))
-            genuine[response.status] += 1
-            time.sleep(0.05)
+    time.sleep(0.3)  # the flood is under way
+    for round_ in range(MAX_ROUNDS):
+        if round_ >= GENUINE_ROUNDS and flood.done():
+            break
+        asks = round_ % 4 == 3
+        method, path = ("POST", "/v1/failover") if asks else ("GET", "/v1/status")
+        body = _failover_body() if asks else b""
+        headers = signed_headers_for(method, f"{signer.url}{path}", body,
+                                     "application/json" if body else None, watcher,
+                                     "watcher", datetime.now(UTC))
+        started = time.perf_counter()
+        conn.request(method, path, body or None, headers)
+        response = conn.getresponse()
+        data = response.read()
+        times.append(time.perf_counter() - started)
+        verify_response(HttpResponse(response.status, Headers(response.getheaders()), data),
+                        headers, signer_pub, datetime.now(UTC))
+        genuine[response.status] += 1
+        time.sleep(0.05)
     conn.close()
+    return genuine, times
+
+
+def _check_genuine_and_audit(signer: Service, genuine: Counter[int], audit_before: int) -> None:
+    """Every 4th round asked (409, no evidence), the rest read (200); only those asks are
+    in the audit: forged requests leave no trace in the state."""
+    rounds = sum(genuine.values())
+    assert genuine == Counter({200: rounds - rounds // 4, 409: rounds // 4})
+    events = Counter(e.get("event") for e in signer_audit(signer.log.parent)[audit_before:])
+    assert (events["request"], events["refused"]) == (rounds // 4, rounds // 4), events
+
+
+def test_flood_of_forged_requests_gets_401s_while_the_watcher_is_served(
+        unpaced_signer: Service) -> None:
+    """3,000 forged requests from two addresses (pacing off): all 401, and the watcher's
+    reads and asks during the flood get their right answers, signed and bound to their
+    requests; the flood leaves nothing in the audit and a count, not a line each, in the log."""
+    signer = unpaced_signer
+    audit_before = len(signer_audit(signer.log.parent))
+    with Flood(signer.url, FLOOD_MAX_S) as flood:
+        genuine, times = _watch_during(signer, flood)
     sent = sum(flood.statuses.values())
     print(f"\nflood: {sent} forged requests, {dict(flood.statuses)}; genuine answers "
           f"{dict(genuine)}, median {statistics.median(times) * 1000:.0f} ms, "
@@ -152,14 +198,30 @@ def test_flood_of_forged_requests_gets_401s_while_the_watcher_is_served(
     assert sent >= 1000, flood.statuses  # a flood, not a trickle
     assert flood.statuses == Counter({"401": sent})
     assert flood.reasons == Counter({"key_or_signature": sent})
-    rounds = sum(genuine.values())
-    assert genuine == Counter({200: rounds - rounds // 4, 409: rounds // 4})
-    # Forged requests leave no trace in the state: only the genuine asks were recorded.
-    events = Counter(e.get("event") for e in signer_audit(directory)[audit_before:])
-    assert (events["request"], events["refused"]) == (rounds // 4, rounds // 4), events
+    _check_genuine_and_audit(signer, genuine, audit_before)
     # The log counts the flood instead of writing a line per forged request.
     log = signer.log.read_text()
     assert "authentication failures were counted but not logged one by one" in log
     assert log.count("authentication failed:") < sent // 4
     assert signer.proc.poll() is None
 
+
+def test_each_flooding_address_is_read_at_the_refusal_pace(paced_signer: Service) -> None:
+    """Default pacing: two addresses flood on six connections each for a few seconds; each
+    gets at most burst + 1 + seconds x pace forged requests read and answered (all 401),
+    while the watcher's reads and asks from a third address are served as before."""
+    signer = paced_signer
+    audit_before = len(signer_audit(signer.log.parent))
+    with Flood(signer.url, PACED_FLOOD_S) as flood:
+        genuine, times = _watch_during(signer, flood)
+    sent = sum(flood.statuses.values())
+    print(f"\npaced flood: {dict(flood.per_source)} in {flood.seconds:.1f} s; genuine answers "
+          f"{dict(genuine)}, median {statistics.median(times) * 1000:.0f} ms, "
+          f"max {max(times) * 1000:.0f} ms")
+    assert flood.statuses == Counter({"401": sent})
+    bound = DEFAULT_BURST + 1 + flood.seconds * DEFAULT_PACE_PER_S + 1  # +1: float rounding
+    for source in FLOOD_SOURCES:
+        # At least the burst (the pace is reached), at most what the pace allows.
+        assert DEFAULT_BURST < flood.per_source[source] <= bound, (source, flood.per_source)
+    _check_genuine_and_audit(signer, genuine, audit_before)
+    assert signer.proc.poll() is None

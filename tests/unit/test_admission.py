@@ -1,4 +1,4 @@
-"""The signer's admission rules (signer/admission.py): fair shares of the application threads."""
+"""The signer's admission rules (signer/admission.py): fair thread shares, refusal pacing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signer.admission import FairShare
+from signer.admission import FairShare, RefusalPacer
 
 
 def test_empty_share_pops_nothing() -> None:
@@ -170,3 +170,158 @@ def test_every_slot_goes_to_a_least_served_waiting_source(
     for source, count in pushed.items():
         assert [n for s, n in popped if s == source] == list(range(count))
     assert len(popped) == sum(pushed.values())
+
+
+# ---- RefusalPacer -------------------------------------------------------------------
+
+
+def _refuse(pacer: RefusalPacer, source: str, now: float) -> float:
+    """One request from ``source`` at ``now`` that is refused; return how long it waited."""
+    delay, charge = pacer.admit(source, now)
+    pacer.settle(source, now + delay, charge=charge, refused=True)
+    return delay
+
+
+def test_pacer_parameters_must_allow_requests() -> None:
+    """A pace of zero or a burst under one would never read a refused source again."""
+    with pytest.raises(ValueError, match="per_s"):
+        RefusalPacer(per_s=0, burst=5, total_per_s=100)
+    with pytest.raises(ValueError, match="total_per_s"):
+        RefusalPacer(per_s=1, burst=5, total_per_s=0)
+    with pytest.raises(ValueError, match="burst"):
+        RefusalPacer(per_s=1, burst=0, total_per_s=100)
+
+
+def test_a_source_that_is_never_refused_is_never_delayed_nor_charged() -> None:
+    """Genuine traffic from an address with no refusals: no wait, no charge, no record."""
+    pacer = RefusalPacer(per_s=10, burst=3, total_per_s=100)
+    for i in range(1000):
+        delay, charge = pacer.admit("watcher", i * 0.001)
+        assert (delay, charge) == (0.0, 0.0)
+        pacer.settle("watcher", i * 0.001, charge=charge, refused=False)
+    assert len(pacer) == 0
+
+
+def test_burst_then_pace_then_debt_falls_off() -> None:
+    """burst + 1 refusals at once, then one per 1/per_s; once paid off, at once again."""
+    pacer = RefusalPacer(per_s=10, burst=3, total_per_s=100)
+    assert [_refuse(pacer, "flood", 0.0) for _ in range(4)] == [0.0] * 4
+    waits = [pacer.admit("flood", 0.0) for _ in range(3)]  # three requests queue up
+    assert waits == [(pytest.approx(0.1), pytest.approx(0.1)),
+                     (pytest.approx(0.2), pytest.approx(0.1)),
+                     (pytest.approx(0.3), pytest.approx(0.1))]
+    for delay, charge in waits:
+        pacer.settle("flood", delay, charge=charge, refused=True)
+    assert pacer.delay("flood", 0.3) == pytest.approx(0.1)
+    assert pacer.delay("flood", 0.5) == 0.0  # the debt now within the burst
+    assert pacer.delay("other", 0.0) == 0.0  # one address's debt is its own
+    delay, charge = pacer.admit("flood", 0.6)
+    assert (delay, charge) == (0.0, pytest.approx(0.1))  # in debt: charged, not delayed
+    pacer.settle("flood", 0.6, charge=charge, refused=False)  # it was genuine: refunded
+    assert pacer.admit("flood", 0.65) == (0.0, pytest.approx(0.1))  # the debt as it was
+    pacer.settle("flood", 0.65, charge=0.1, refused=False)
+    assert pacer.admit("flood", 0.71) == (0.0, 0.0)  # paid off at 0.7 and forgotten
+    assert len(pacer) == 0
+
+
+def test_a_genuine_request_from_a_paced_source_costs_it_nothing() -> None:
+    """Charged at admission, refunded when the answer is signed: the next refusal waits as
+    before."""
+    pacer = RefusalPacer(per_s=1, burst=1, total_per_s=100)
+    _refuse(pacer, "s", 0.0)
+    _refuse(pacer, "s", 0.0)
+    before = pacer.delay("s", 0.0)
+    delay, charge = pacer.admit("s", 0.0)
+    assert (delay, charge) == (before, 1.0)
+    pacer.settle("s", delay, charge=charge, refused=False)
+    assert pacer.delay("s", delay) == pytest.approx(before - delay)
+
+
+def test_many_sources_in_debt_share_the_total_pace() -> None:
+    """Fifty addresses in debt at once: each refusal costs each its share of total_per_s, so
+    together they are read at about total_per_s; one refusal on record still reads at once."""
+    pacer = RefusalPacer(per_s=10, burst=30, total_per_s=100)
+    for i in range(50):
+        _refuse(pacer, f"10.0.0.{i}", 0.0)
+    assert len(pacer) == 50
+    assert pacer.step(0.0) == pytest.approx(0.5)  # 50 in debt / 100 a second
+    assert pacer.admit("10.0.0.0", 0.0) == (0.0, pytest.approx(0.5))  # within its burst
+    assert pacer.delay("watcher", 0.0) == 0.0
+    _refuse(pacer, "watcher", 0.0)  # a retry after a stale clock, say
+    assert pacer.delay("watcher", 0.0) == 0.0  # ... is still read at once
+
+
+def test_the_table_of_sources_is_swept_of_paid_off_debt() -> None:
+    """Many addresses refused once each, long ago: the table keeps only those in debt."""
+    pacer = RefusalPacer(per_s=100, burst=1, total_per_s=1000)
+    for i in range(5000):
+        _refuse(pacer, f"10.0.{i // 256}.{i % 256}", i * 1.0)
+    assert len(pacer) <= 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(0.5, 50), st.integers(1, 20),
+       st.lists(st.tuples(st.sampled_from("ab"), st.floats(0, 0.5), st.booleans()),
+                max_size=120))
+def test_refusals_read_from_one_source_stay_under_burst_plus_pace(
+        per_s: float, burst: int, arrivals: list[tuple[str, float, bool]]) -> None:
+    """Property: in any time window W, a source has at most burst + 1 + W * per_s refused
+    requests read, whatever arrives; genuine requests are never charged for one another.
+
+    Arrivals come from two sources at non-decreasing times; each is read at the time
+    ``admit`` allows, and refused or not as drawn. The read times of refused requests
+    are checked against the GCRA bound over every window that starts at one of them.
+    """
+    pacer = RefusalPacer(per_s=per_s, burst=burst, total_per_s=1e9)
+    now = 0.0
+    reads: dict[str, list[float]] = {"a": [], "b": []}
+    for source, gap, refused in arrivals:
+        now += gap
+        delay, charge = pacer.admit(source, now)
+        assert delay >= 0
+        if not charge:
+            assert delay == 0
+        read_at = now + delay
+        pacer.settle(source, read_at, charge=charge, refused=refused)
+        if refused:
+            reads[source].append(read_at)
+    for times in reads.values():
+        times.sort()
+        for i, start in enumerate(times):
+            for j in range(i, len(times)):
+                window = times[j] - start
+                assert j - i + 1 <= burst + 1 + window * per_s + 1e-6
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 60), st.integers(1, 4), st.sampled_from([20.0, 100.0]))
+def test_a_flood_from_many_sources_is_read_at_about_the_total_pace(
+        sources: int, connections: int, total_per_s: float) -> None:
+    """Property: ``sources`` addresses, each with ``connections`` connections that send a
+    forged request as soon as the last was answered, for 30 simulated seconds: refused
+    requests read in all stay under every source's burst + 1 plus the total pace, and
+    each source's under its own burst + 1 plus the per-source pace.
+
+    A discrete-event simulation on the pure object: each connection asks ``admit`` at
+    the simulated time its previous answer went out, and is read when it says.
+    """
+    per_s, burst, horizon = 10.0, 5, 30.0
+    pacer = RefusalPacer(per_s=per_s, burst=burst, total_per_s=total_per_s)
+    queue = [(0.0, s, c) for s in range(sources) for c in range(connections)]
+    reads = Counter[int]()
+    while queue:
+        queue.sort()
+        now, source, conn = queue.pop(0)
+        if now >= horizon:
+            continue
+        delay, charge = pacer.admit(str(source), now)
+        read_at = now + delay
+        if read_at >= horizon:
+            continue
+        pacer.settle(str(source), read_at, charge=charge, refused=True)
+        reads[source] += 1
+        queue.append((read_at + 0.001, source, conn))  # answered a millisecond later
+    total = sum(reads.values())
+    assert total <= sources * (burst + 1) + horizon * max(total_per_s, 0) + sources
+    for source in range(sources):
+        assert reads[source] <= burst + 1 + horizon * per_s + 1
