@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter, deque
+from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
 T = TypeVar("T")
@@ -152,6 +153,15 @@ class FairShare(Generic[T]):
         """How many items from ``source`` wait."""
         queue = self._waiters.get(source)
         return 0 if queue is None else len(queue)
+
+
+@dataclass(frozen=True)
+class FrontCounts:
+    """What the front's refusal pacing is doing, for the metrics."""
+
+    sources_in_debt: int  # addresses with refusals on record (paid-off ones swept each second)
+    paced_requests: int  # requests read only after waiting for their turn, since the start
+    closed_unread: int  # connections closed because their turn was past the header deadline
 
 
 class RefusalPacer:

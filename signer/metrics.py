@@ -2,9 +2,9 @@
 
 A collector reads the service at each scrape: readiness, the armed baseline, request
 counts by state and the last switch from the state database, authentication failures,
-and the signer's own view of the chain (read at most every ``chain_cache_s``, so a
-scrape never floods the RPC nodes). Never served on the API port. Names: see
-docs/observability.md.
+the HTTP front's refusal pacing, and the signer's own view of the chain (read at most
+every ``chain_cache_s``, so a scrape never floods the RPC nodes). Never served on the
+API port. Names: see docs/observability.md.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from shared.errors import ChainError, ConfigError
 from shared.logtext import KeyLabels
 from shared.metrics import MetricsServer
+from signer.admission import FrontCounts
 from signer.config import SignerConfig
 from signer.policy import ChainView
 from signer.schema import STATES
@@ -39,8 +40,10 @@ class SignerMetrics(Collector):
     """Turns the service's state into metric families at each scrape."""
 
     def __init__(self, service: SignerService, *, chain_cache_s: float = 5.0,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 front: Callable[[], FrontCounts] | None = None) -> None:
         self._service = service
+        self._front = front
         self._labels = KeyLabels((k.public_key, k.name) for k in service.config.node_keys)
         self._cache_s = chain_cache_s
         self._monotonic = monotonic
@@ -111,19 +114,31 @@ class SignerMetrics(Collector):
         yield requests
         yield CounterMetricFamily(PREFIX + "auth_failures", "Requests refused as not authentic "
                                   "(401) since the start.", value=service.auth_failures)
+        front = self._front() if self._front is not None else FrontCounts(0, 0, 0)
+        yield self._gauge("paced_sources", "Addresses whose requests are paced now (refused "
+                          "unauthenticated lately).", front.sources_in_debt)
+        yield CounterMetricFamily(PREFIX + "paced_requests", "Requests read only after waiting "
+                                  "for their turn (refusal pacing) since the start.",
+                                  value=front.paced_requests)
+        yield CounterMetricFamily(PREFIX + "paced_closed", "Connections closed unread because "
+                                  "their turn was past the header deadline, since the start.",
+                                  value=front.closed_unread)
 
 
-def registry_for(service: SignerService, *, chain_cache_s: float = 5.0) -> CollectorRegistry:
+def registry_for(service: SignerService, *, chain_cache_s: float = 5.0,
+                 front: Callable[[], FrontCounts] | None = None) -> CollectorRegistry:
     """A registry of its own holding the signer's collector (no process global).
 
-    Not auto-described: registering must not read the chain or the store.
+    ``front`` gives the HTTP front's pacing figures (zeros without it). Not
+    auto-described: registering must not read the chain or the store.
     """
     registry = CollectorRegistry()
-    registry.register(SignerMetrics(service, chain_cache_s=chain_cache_s))
+    registry.register(SignerMetrics(service, chain_cache_s=chain_cache_s, front=front))
     return registry
 
 
-def start_metrics(config: SignerConfig, service: SignerService) -> Callable[[], None]:
+def start_metrics(config: SignerConfig, service: SignerService,
+                  front: Callable[[], FrontCounts] | None = None) -> Callable[[], None]:
     """Serve the signer's metrics on their own loopback listener; return its closer.
 
     Raises:
@@ -131,7 +146,7 @@ def start_metrics(config: SignerConfig, service: SignerService) -> Callable[[], 
     """
     assert config.metrics_port is not None
     try:
-        server = MetricsServer(registry_for(service), config.metrics_host,
+        server = MetricsServer(registry_for(service, front=front), config.metrics_host,
                                config.metrics_port).start()
     except OSError as e:
         raise ConfigError(f"cannot listen on {config.metrics_host}:{config.metrics_port}: "

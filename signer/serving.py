@@ -40,7 +40,7 @@ from gevent.pywsgi import Input, LoggingLogAdapter, WSGIHandler, WSGIServer
 from gevent.threadpool import ThreadPool
 
 from shared.errors import FailoverError
-from signer.admission import FairShare, RefusalPacer, SourceLimiter, source_of
+from signer.admission import FairShare, FrontCounts, RefusalPacer, SourceLimiter, source_of
 from signer.app import build_service
 from signer.config import SignerConfig
 from signer.http import create_app
@@ -48,7 +48,7 @@ from signer.http import create_app
 log = logging.getLogger(__name__)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-Boot = Callable[[], tuple[WSGIApp, Callable[[], None]]]
+Boot = Callable[[Callable[[], FrontCounts]], tuple[WSGIApp, Callable[[], None]]]
 ErrorCode = Callable[[FailoverError], int]
 Response = tuple[str, list[tuple[str, str]], list[bytes]]
 
@@ -187,8 +187,10 @@ class _Handler(WSGIHandler):  # type: ignore[misc]  # gevent is untyped
             # connection is closed unread, so a paced connection, like any other,
             # ends within the deadlines instead of holding a place for long.
             server.pacer.settle(self.source, server.clock(), charge=charge, refused=False)
+            server.closed_unread += 1
             return None
         if delay > 0:
+            server.paced_requests += 1
             gevent.sleep(delay)
         self._refused = self._proven = False
         try:
@@ -306,6 +308,12 @@ class FrontServer(WSGIServer):  # type: ignore[misc]  # gevent is untyped
         self.pacer = RefusalPacer(options.refusals_per_source_per_s,
                                   options.refusal_burst_per_source, options.refusals_per_s)
         self.clock = clock  # monotonic seconds, for the pacer (a test may freeze it)
+        self.paced_requests = 0
+        self.closed_unread = 0
+
+    def counts(self) -> FrontCounts:
+        """The pacing's figures now (read from the metrics thread: plain ints and a len)."""
+        return FrontCounts(len(self.pacer), self.paced_requests, self.closed_unread)
 
     def handle(self, sock: Any, address: Any) -> None:
         source = source_of(str(address[0]))
@@ -362,7 +370,8 @@ def serve(options: ServeOptions, boot: Boot, *, announce: Callable[[str], None],
           error_code: ErrorCode) -> int:
     """Listen, build the app, serve until SIGTERM/SIGINT; return the process exit status.
 
-    ``boot`` returns the WSGI app and a shutdown callable (run on the way out).
+    ``boot`` gets the front's :meth:`FrontServer.counts` and returns the WSGI app and a
+    shutdown callable (run on the way out).
     ``announce`` gets the listening URL once the app is ready. If ``boot`` raises
     :class:`FailoverError`, its message goes to stderr and the status is
     ``error_code(e)``.
@@ -386,7 +395,7 @@ def serve(options: ServeOptions, boot: Boot, *, announce: Callable[[str], None],
         return BOOT_FAILED
     try:
         try:
-            app, shutdown = boot()
+            app, shutdown = boot(server.counts)
         except FailoverError as e:
             # SECURITY: T8 — FailoverError messages never carry secrets; no traceback.
             print(f"witness-signer: refusing to start: {e}", file=sys.stderr, flush=True)
@@ -429,7 +438,7 @@ def serve_signer(config: SignerConfig, *, error_code: ErrorCode) -> int:
                            refusal_burst_per_source=config.refusal_burst_per_source,
                            refusals_per_s=config.refusals_per_s)
 
-    def boot() -> tuple[WSGIApp, Callable[[], None]]:
+    def boot(front: Callable[[], FrontCounts]) -> tuple[WSGIApp, Callable[[], None]]:
         service = build_service(config)
         closers: list[Callable[[], None]] = [service.close]
 
@@ -444,7 +453,7 @@ def serve_signer(config: SignerConfig, *, error_code: ErrorCode) -> int:
                 # prometheus_client loads only when [metrics] is set.
                 from signer.metrics import start_metrics  # noqa: PLC0415
 
-                closers.append(start_metrics(config, service))
+                closers.append(start_metrics(config, service, front))
         except BaseException:
             shutdown()
             raise

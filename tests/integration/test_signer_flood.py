@@ -21,12 +21,15 @@ import json
 import statistics
 import threading
 import time
+import tomllib
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from drill.services import Service, running_devnet, running_signer, signer_audit
 from shared.httpsig import (
@@ -69,10 +72,23 @@ def unpaced_signer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service
 
 @pytest.fixture(scope="module")
 def paced_signer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """The signer as `witness-devnet init` writes it: the default refusal pacing."""
+    """The signer as `witness-devnet init` writes it (the default refusal pacing), with its
+    metrics listener on."""
     directory = tmp_path_factory.mktemp("paced") / "drill"
-    with running_devnet(directory), running_signer(directory) as service:
-        yield service
+    with running_devnet(directory) as devnet:
+        with (directory / "signer.toml").open("a", encoding="utf-8") as fh:
+            fh.write(f'\n[metrics]\nhost = "127.0.0.1"\nport = {devnet.port_base + 3}\n')
+        with running_signer(directory) as service:
+            yield service
+
+
+def _metrics(signer: Service) -> dict[str, float]:
+    """The signer's unlabelled samples, parsed by prometheus_client's own parser."""
+    config = tomllib.loads((signer.log.parent / "signer.toml").read_text(encoding="utf-8"))
+    url = f"http://127.0.0.1:{config['metrics']['port']}/metrics"
+    text = requests.get(url, timeout=5).text
+    return {s.name: s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if not s.labels}
 
 
 def _failover_body() -> bytes:
@@ -209,7 +225,8 @@ def test_flood_of_forged_requests_gets_401s_while_the_watcher_is_served(
 def test_each_flooding_address_is_read_at_the_refusal_pace(paced_signer: Service) -> None:
     """Default pacing: two addresses flood on six connections each for a few seconds; each
     gets at most burst + 1 + seconds x pace forged requests read and answered (all 401),
-    while the watcher's reads and asks from a third address are served as before."""
+    while the watcher's reads and asks from a third address are served as before; the
+    metrics count the requests that waited."""
     signer = paced_signer
     audit_before = len(signer_audit(signer.log.parent))
     with Flood(signer.url, PACED_FLOOD_S) as flood:
@@ -224,4 +241,11 @@ def test_each_flooding_address_is_read_at_the_refusal_pace(paced_signer: Service
         # At least the burst (the pace is reached), at most what the pace allows.
         assert DEFAULT_BURST < flood.per_source[source] <= bound, (source, flood.per_source)
     _check_genuine_and_audit(signer, genuine, audit_before)
+    # The pacing shows in the metrics: requests that waited, none closed (their turns were
+    # well inside the header deadline), and the flood counted as failed authentications.
+    metrics = _metrics(signer)
+    assert 0 < metrics["witness_signer_paced_requests_total"] <= sent
+    assert metrics["witness_signer_paced_closed_total"] == 0
+    assert metrics["witness_signer_auth_failures_total"] >= sent
+    assert "witness_signer_paced_sources" in metrics
     assert signer.proc.poll() is None
