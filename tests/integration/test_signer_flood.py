@@ -198,6 +198,16 @@ def _check_genuine_and_audit(signer: Service, genuine: Counter[int], audit_befor
     assert (events["request"], events["refused"]) == (rounds // 4, rounds // 4), events
 
 
+def _all_forged_refused(flood: Flood, genuine: Counter[int], times: list[float]) -> int:
+    """Print the run's figures, check that every forged request got a 401, return how many."""
+    sent = sum(flood.statuses.values())
+    print(f"\nflood: {dict(flood.per_source)} forged requests in {flood.seconds:.1f} s, "
+          f"{dict(flood.statuses)}; genuine answers {dict(genuine)}, median "
+          f"{statistics.median(times) * 1000:.0f} ms, max {max(times) * 1000:.0f} ms")
+    assert flood.statuses == Counter({"401": sent})
+    return sent
+
+
 def test_flood_of_forged_requests_gets_401s_while_the_watcher_is_served(
         unpaced_signer: Service) -> None:
     """3,000 forged requests from two addresses (pacing off): all 401, and the watcher's
@@ -207,12 +217,8 @@ def test_flood_of_forged_requests_gets_401s_while_the_watcher_is_served(
     audit_before = len(signer_audit(signer.log.parent))
     with Flood(signer.url, FLOOD_MAX_S) as flood:
         genuine, times = _watch_during(signer, flood)
-    sent = sum(flood.statuses.values())
-    print(f"\nflood: {sent} forged requests, {dict(flood.statuses)}; genuine answers "
-          f"{dict(genuine)}, median {statistics.median(times) * 1000:.0f} ms, "
-          f"max {max(times) * 1000:.0f} ms")
+    sent = _all_forged_refused(flood, genuine, times)
     assert sent >= 1000, flood.statuses  # a flood, not a trickle
-    assert flood.statuses == Counter({"401": sent})
     assert flood.reasons == Counter({"key_or_signature": sent})
     _check_genuine_and_audit(signer, genuine, audit_before)
     # The log counts the flood instead of writing a line per forged request.
@@ -231,11 +237,7 @@ def test_each_flooding_address_is_read_at_the_refusal_pace(paced_signer: Service
     audit_before = len(signer_audit(signer.log.parent))
     with Flood(signer.url, PACED_FLOOD_S) as flood:
         genuine, times = _watch_during(signer, flood)
-    sent = sum(flood.statuses.values())
-    print(f"\npaced flood: {dict(flood.per_source)} in {flood.seconds:.1f} s; genuine answers "
-          f"{dict(genuine)}, median {statistics.median(times) * 1000:.0f} ms, "
-          f"max {max(times) * 1000:.0f} ms")
-    assert flood.statuses == Counter({"401": sent})
+    sent = _all_forged_refused(flood, genuine, times)
     bound = DEFAULT_BURST + 1 + flood.seconds * DEFAULT_PACE_PER_S + 1  # +1: float rounding
     for source in FLOOD_SOURCES:
         # At least the burst (the pace is reached), at most what the pace allows.
