@@ -110,21 +110,49 @@ def _ephemeral_low() -> int:
 DRILL_PORT_SPAN = 13
 
 
+# "LOW-HIGH": the ports drills pick their ranges from. Processes that run drills side by
+# side (parallel test workers) each get a range of their own, so two of them never pick
+# overlapping ports between one's check and its bind.
+ENV_PORT_RANGE = "WITNESS_DRILL_PORTS"
+
+
+def drill_port_range(span: int = DRILL_PORT_SPAN) -> tuple[int, int]:
+    """Where :func:`free_port_base` picks P (P from LOW to HIGH - span): ``WITNESS_DRILL_PORTS``
+    when set, else from 10000 up to the kernel's ephemeral range.
+
+    Raises:
+        DrillError: ``WITNESS_DRILL_PORTS`` is not ``LOW-HIGH`` with 1024 <= LOW and
+            LOW + span <= HIGH <= 65535.
+    """
+    text = os.environ.get(ENV_PORT_RANGE, "").strip()
+    if not text:
+        return 10000, max(10000 + span + 1, _ephemeral_low())
+    low_text, _, high_text = text.partition("-")
+    if not (low_text.strip().isdigit() and high_text.strip().isdigit()):
+        raise DrillError(f"{ENV_PORT_RANGE} must be LOW-HIGH (two port numbers), not {text!r}")
+    low, high = int(low_text), int(high_text)
+    if not low >= 1024 or not low + span <= high <= 65535:
+        raise DrillError(f"{ENV_PORT_RANGE}={text}: needs 1024 <= LOW and LOW + {span} <= "
+                         "HIGH <= 65535")
+    return low, high
+
+
 def free_port_base(span: int = DRILL_PORT_SPAN, attempts: int = 200, *,
                    below_ephemeral: bool = True) -> int:
     """A port P such that P .. P+span-1 are free on 127.0.0.1 right now.
 
-    ``below_ephemeral`` (the default) picks P under the kernel's ephemeral range: a harness
-    that restarts services on P+1.. many times must not see an outgoing
-    connection take one of those ports in between.
+    ``below_ephemeral`` (the default) picks P in :func:`drill_port_range`, under the
+    kernel's ephemeral range: a harness that restarts services on P+1.. many times must
+    not see an outgoing connection take one of those ports in between.
 
     Raises:
-        DrillError: no free range was found.
+        DrillError: no free range was found, or ``WITNESS_DRILL_PORTS`` is malformed.
     """
     rng = random.Random()  # noqa: S311 - port choice, not a secret
+    low, high = drill_port_range(span)
     for _ in range(attempts):
         if below_ephemeral:
-            base = rng.randrange(10000, max(10001, _ephemeral_low() - span))
+            base = rng.randrange(low, high - span)
         else:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))

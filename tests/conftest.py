@@ -3,10 +3,35 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Iterator
 
 import pytest
+
+from drill.procs import ENV_PORT_RANGE, drill_port_range
+
+
+def _worker_port_range() -> None:
+    """Give each xdist worker its own slice of the drill ports (WITNESS_DRILL_PORTS).
+
+    Workers pick port ranges at random and bind them a moment later; two workers picked
+    overlapping ranges once, and one devnet found its port taken. Set in the worker's
+    environment, so the processes it starts (`witness-devnet demo`) keep to it too.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or count < 2 or os.environ.get(ENV_PORT_RANGE):
+        return
+    low, high = drill_port_range()
+    width = (high - low) // count
+    start = low + int(worker[2:]) * width
+    # Bases fall in [start, start + width - span): every port stays under start + width,
+    # where the next worker's slice begins.
+    os.environ[ENV_PORT_RANGE] = f"{start}-{start + width}"
+
+
+_worker_port_range()
 
 # SECURITY: no test may reach the internet. Every socket connects to loopback
 # only; anything else fails loudly instead of leaking traffic.
